@@ -1,0 +1,48 @@
+# defa-hw: `make` runs the main job, `make test` the regression.
+# Each target sets up what it needs: ./.venv with the package, and Icarus Verilog.
+
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+OUT     ?= out
+JOBS    ?= 2
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: all venv icarus test test-verilator slow formal bench clean
+
+all: $(STAMP)
+	@start=$$(date +%s); \
+	$(BIN)/defa-hw config --preset tiny > /dev/null && \
+	$(BIN)/defa-hw config --preset defa --derived && \
+	echo "make: main job done in $$(( $$(date +%s) - start )) s"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+icarus:
+	@if ! command -v iverilog > /dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    echo "installing Icarus Verilog (apt-get)"; \
+	    apt-get update -qq && apt-get install -y -qq iverilog > /dev/null; \
+	  else \
+	    echo "Icarus Verilog is missing: install it with 'sudo apt-get install iverilog'"; exit 1; \
+	  fi; \
+	fi
+
+test: $(STAMP) icarus
+	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" -q
+
+test-verilator: $(STAMP)
+	SIM=verilator $(BIN)/python -m pytest -n $(JOBS) -m "not slow" -q verif
+
+slow: $(STAMP) icarus
+	$(BIN)/python -m pytest -n $(JOBS) -m slow -q
+
+clean:
+	rm -rf build $(OUT) .pytest_cache

@@ -1,0 +1,28 @@
+"""Registry of the RTL blocks that ``defa-hw generate --block`` can elaborate.
+
+Each entry maps a block name (also the Verilog module name, the golden function's
+module and the testbench's name) to the module and class that build it from a
+:class:`~defa_hw.config.DefaConfig`.
+"""
+
+import importlib
+
+__all__ = ["BLOCKS", "block_names", "build_block"]
+
+#: name -> (module, class, one-line description)
+BLOCKS = {
+}
+
+
+def block_names():
+    return sorted(BLOCKS)
+
+
+def build_block(name, cfg):
+    """Instantiate block ``name`` for ``cfg``; unknown names raise ``KeyError`` naming the allowed ones."""
+    try:
+        module, cls, _ = BLOCKS[name]
+    except KeyError:
+        raise KeyError(f"unknown block {name!r}; allowed blocks: "
+                       f"{', '.join(block_names())}") from None
+    return getattr(importlib.import_module(module), cls)(cfg)

