@@ -274,3 +274,41 @@ def test_fwp_counters_saturate_and_threshold():
     assert not fmap_mask(c, DEFA.replace(fwp_threshold=0)).any()
     assert fmap_mask(c, DEFA.replace(fwp_threshold=255)).tolist() == [True] * 4 + [False]
     assert not fmap_mask(c, DEFA, enabled=False).any()
+
+
+# -- property tests against float within stated bounds ----------------------------------------
+
+def test_linear_requant_within_half_lsb_of_float():
+    rng = np.random.default_rng(5)
+    x = rng.integers(-2048, 2048, size=(64, 256))
+    w = rng.integers(-2048, 2048, size=(32, 256))
+    b = rng.integers(-2 ** 20, 2 ** 20, size=32)
+    shift = 18
+    exact = (x.astype(float) @ w.T.astype(float) + b) / 2 ** shift
+    got = linear(x, w, b, shift, DEFA)
+    inside = np.abs(exact) < 2047
+    # Round half up: within 1/2 LSB where not saturated, saturated otherwise.
+    assert np.all(np.abs(got - exact)[inside] <= 0.5)
+    assert np.all(np.abs(got[~inside]) >= 2047)
+
+
+def test_sampling_address_within_one_lsb_of_float_location():
+    rng = np.random.default_rng(6)
+    n, cfg = 5000, preset("defa")
+    F, R = cfg.coord_frac_bits, cfg.ref_frac_bits
+    shapes = np.array(cfg.max_shapes)
+    level = rng.integers(0, 4, size=n)
+    ref = rng.integers(0, 1 << R, size=(n, 2))
+    off = rng.integers(-2048, 2048, size=(n, 2))
+    a = sampling_address(ref, off, level, shapes, cfg)
+    H, W = shapes[level, 0], shapes[level, 1]
+    bound = np.array(cfg.offset_bound)[level]
+    off_px = np.clip(off / 2 ** F, -bound[:, None], bound[:, None])
+    fx = ref[:, 0] / 2 ** R * W - 0.5 + off_px[:, 0]
+    fy = ref[:, 1] / 2 ** R * H - 0.5 + off_px[:, 1]
+    # Only ref * W is rounded to Q.F (half an LSB); the rest is exact.
+    assert np.all(np.abs(a["x"] / 2 ** F - fx) <= 2.0 ** -(F + 1))
+    assert np.all(np.abs(a["y"] / 2 ** F - fy) <= 2.0 ** -(F + 1))
+    assert np.array_equal(a["x0"], np.floor(a["x"] / 2 ** F))
+    assert np.all((a["t0"] >= 0) & (a["t0"] < 2 ** F) & (a["t01"] <= a["t0"]))
+    assert a["clamped"].mean() > 0.15          # |offset| > 14 px: 1/8 per component
