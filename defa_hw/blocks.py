@@ -11,6 +11,8 @@ __all__ = ["BLOCKS", "block_names", "build_block"]
 
 #: name -> (module, class, one-line description)
 BLOCKS = {
+    "point_mask": ("defa_hw.point_mask", "PointMask", "PAP keep mask per (query, head) and compacted surviving points"),
+    "fmap_mask": ("defa_hw.fmap_mask", "FmapMaskGenerator", "FWP per-pixel counters and next block's fmap mask"),
 }
 
 

