@@ -11,8 +11,11 @@ __all__ = ["BLOCKS", "block_names", "build_block"]
 
 #: name -> (module, class, one-line description)
 BLOCKS = {
+    "sampling_address": ("defa_hw.sampling_address", "SamplingAddress", "point -> neighbours, fractions, banks, addresses"),
+    "softmax": ("defa_hw.softmax", "Softmax", "integer softmax over the L*P logits of a head"),
     "point_mask": ("defa_hw.point_mask", "PointMask", "PAP keep mask per (query, head) and compacted surviving points"),
     "fmap_mask": ("defa_hw.fmap_mask", "FmapMaskGenerator", "FWP per-pixel counters and next block's fmap mask"),
+    "requant": ("defa_hw.requant", "Requant", "round-half-up shift and saturation to data_bits"),
 }
 
 

@@ -39,6 +39,10 @@ def softmax(logits, logit_frac_bits, cfg, *, return_intermediates=False):
     ``recip = floor(2**K / sum(e))``; ``p = min(round_shift(e * recip, K - prob_bits),
     2**prob_bits - 1)``.
     """
+    if not 0 <= logit_frac_bits <= 32:
+        # The quantiser never picks more than 32 fraction bits; beyond that the
+        # log2(e) product would need shifts past int64.
+        raise ValueError(f"logit_frac_bits = {logit_frac_bits} is outside 0..32")
     x = np.asarray(logits, dtype=np.int64)
     E = cfg.exp_lut_bits
     d = x.max(axis=-1, keepdims=True) - x                       # >= 0
