@@ -12,6 +12,7 @@ __all__ = ["BLOCKS", "block_names", "build_block"]
 #: name -> (module, class, one-line description)
 BLOCKS = {
     "sampling_address": ("defa_hw.sampling_address", "SamplingAddress", "point -> neighbours, fractions, banks, addresses"),
+    "fmap_buffer": ("defa_hw.fmap_buffer", "FmapBuffer", "16-bank multi-scale feature-map buffer, conflict-free inter-level mapping"),
     "softmax": ("defa_hw.softmax", "Softmax", "integer softmax over the L*P logits of a head"),
     "point_mask": ("defa_hw.point_mask", "PointMask", "PAP keep mask per (query, head) and compacted surviving points"),
     "fmap_mask": ("defa_hw.fmap_mask", "FmapMaskGenerator", "FWP per-pixel counters and next block's fmap mask"),

@@ -92,7 +92,7 @@ class DefaConfig:
     exp_lut_bits: int = 6
     n_banks: int = 16
     max_shapes: tuple = ((100, 167), (50, 84), (25, 42), (13, 21))
-    offset_bound: tuple = (14, 14, 14, 14)
+    offset_bound: tuple = (13, 13, 13, 13)
     pe_rows: int = 16
     pe_cols: int = 16
     pap_threshold: float = 0.02
@@ -229,11 +229,12 @@ class DefaConfig:
         """Rows of level ``level`` kept on chip (see ``docs/numerics.md``, bank mapping).
 
         The whole level when it is no taller than the sliding window, otherwise a
-        power-of-two number of row pairs covering the ``2 * bound + 2`` rows one query
-        row can reach plus prefetch, so the circular row index is a bit mask.
+        power-of-two number of row pairs (so the circular row index is a bit mask)
+        covering the ``bound + 2`` row pairs one query row can reach plus at least
+        one pair of prefetch.
         """
         h, _ = self.max_shapes[level]
-        window = 2 * _pow2_ceil(self.offset_bound[level] + 2)
+        window = 2 * _pow2_ceil(self.offset_bound[level] + 3)
         return min(_even_ceil(h), window)
 
     def bank_words(self, level):
@@ -331,7 +332,7 @@ PRESETS = {
     # Small and fast, for unit tests: 4 levels so the 16-bank mapping is the real one.
     "tiny": DefaConfig(
         name="tiny", d_model=32, n_heads=2, n_levels=4, n_points=2,
-        max_shapes=((12, 10), (6, 5), (3, 3), (2, 2)), offset_bound=(2, 2, 2, 2),
+        max_shapes=((12, 10), (6, 5), (3, 3), (2, 2)), offset_bound=(1, 2, 2, 2),
         pe_rows=4, pe_cols=8, pap_threshold=0.02, fwp_threshold=1),
     # Deformable DETR encoder (800 x 1333 input), DEFA's 16-bank buffer and 16x16 PE tile.
     "defa": DefaConfig(name="defa"),

@@ -23,7 +23,7 @@ def test_derived_widths_defa():
     # 16x16 PEs / (4 multipliers x 4 levels) = 16 channels per BA cycle.
     assert d.ba_channels == 16
     assert d.pap_threshold_code == 82            # round(0.02 * 4096)
-    # Level 0 (100 rows, bound 14): window of 2 * 2**ceil(log2(16)) = 32 rows.
+    # Level 0 (100 rows, bound 13): window of 2 * 2**ceil(log2(13 + 3)) = 32 rows.
     assert d.buffer_rows(0) == 32 and d.buffer_rows(3) == 14
     assert d.bank_words(0) == 16 * 84
 
