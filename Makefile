@@ -41,6 +41,10 @@ test: $(STAMP) icarus
 test-verilator: $(STAMP)
 	SIM=verilator $(BIN)/python -m pytest -n $(JOBS) -m "not slow" -q verif
 
+formal: $(STAMP)
+	$(BIN)/python verif/formal/run_formal.py --preset tiny
+	$(BIN)/python verif/formal/run_formal.py --preset defa
+
 slow: $(STAMP) icarus
 	$(BIN)/python -m pytest -n $(JOBS) -m slow -q
 
