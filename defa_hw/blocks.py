@@ -20,6 +20,7 @@ BLOCKS = {
     "bilinear": ("defa_hw.bilinear", "Bilinear", "bilinear interpolation, 3 multipliers / 7 adders, 3-stage pipeline"),
     "pe": ("defa_hw.pe", "ProcessingElement", "reconfigurable PE: MM multiply-accumulate or multiplier lent to a BA group"),
     "pe_array": ("defa_hw.pe_array", "PEArray", "reconfigurable PE array: MM vector x tile and BA bilinear + aggregation"),
+    "defa_core": ("defa_hw.core", "DefaCore", "top level: the whole MSDeformAttn block on one shared PE array"),
 }
 
 

@@ -122,17 +122,40 @@ def _cmd_generate(args):
     if args.out is None:
         raise UsageError("--out DIR is required")
     out = Path(args.out)
-    if args.block is None:
-        raise UsageError("--block NAME is required (see --list-blocks)")
+    name = args.block or "defa_core"          # without --block: the whole core (top level)
     try:
-        comp = build_block(args.block, cfg)
+        comp = build_block(name, cfg)
     except KeyError as e:
         raise UsageError(e.args[0]) from None
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.block}.v").write_text(to_verilog(comp, name=args.block))
+    if name == "defa_core":
+        from .core import compact_memory_init       # same logic, 4x less Verilog
+        (out / f"{name}.v").write_text(compact_memory_init(to_verilog(comp, name=name)))
+    else:
+        (out / f"{name}.v").write_text(to_verilog(comp, name=name))
     (out / "config.json").write_text(cfg.to_json())
-    print(f"wrote {out / (args.block + '.v')} and {out / 'config.json'}")
+    print(f"wrote {out / (name + '.v')} and {out / 'config.json'}")
     return 0
+
+
+def _cmd_simulate(args):
+    # RTL simulation of one block, checked bit for bit against golden (defa_hw/simulate.py).
+    from . import simulate
+    cfg = _config(args)
+    try:
+        return simulate.main(cfg, args)
+    except simulate.SimulateError as e:
+        raise UsageError(str(e)) from None
+
+
+def _cmd_synth(args):
+    # Area / gate-count / FPGA reports; the flow lives in defa_hw/synth.py.
+    from . import synth
+    cfg = _config(args)
+    try:
+        return synth.main(cfg, args)
+    except synth.SynthInputError as e:
+        raise UsageError(str(e)) from None
 
 
 def _build_parser():
@@ -165,10 +188,55 @@ def _build_parser():
 
     gen = sub.add_parser("generate", help="write Verilog for a block")
     _add_config_args(gen)
-    gen.add_argument("--block", metavar="NAME", help="one block (see --list-blocks)")
+    gen.add_argument("--block", metavar="NAME", help="one block (see --list-blocks); "
+                     "default: the top level defa_core")
     gen.add_argument("--list-blocks", action="store_true", help="name the blocks and exit")
     gen.add_argument("--out", metavar="DIR")
     gen.set_defaults(func=_cmd_generate)
+
+    si = sub.add_parser("simulate", help="run one block through the defa_core RTL (cocotb) "
+                        "and check it bit for bit against golden",
+                        description="Same inputs and quantisation as 'golden'. Writes the "
+                        "golden arrays plus cycle counters (cycles, ideal_cycles, per phase, "
+                        "utilization, bank_conflicts); exit status 1 if any output bit "
+                        "differs from golden. The feature map must fit the on-chip windows.")
+    si.add_argument("--inputs", required=True, metavar="IN.npz")
+    si.add_argument("--out", required=True, metavar="OUT.npz")
+    _add_config_args(si)
+    si.add_argument("--sim", choices=("icarus", "verilator"), default="icarus",
+                    help="simulator (default: icarus)")
+    si.add_argument("--no-prune", action="store_true", help="turn PAP and FWP off")
+    si.add_argument("--build-dir", metavar="DIR",
+                    help="build folder root (default: build/simulate in the repository)")
+    si.set_defaults(func=_cmd_simulate)
+
+    sy = sub.add_parser("synth", help="area, transistor and FPGA (ECP5) reports per block",
+                        description="Synthesise every registered block (and defa_core, the top, "
+                        "when registered): generic-library area in NAND2 equivalents, "
+                        "transistor estimate, SRAM bits, and ECP5 LUT/FF/BRAM/DSP/Fmax. "
+                        "See docs/synthesis.md.")
+    _add_config_args(sy)
+    sy.add_argument("--target", choices=("generic", "ecp5", "all"), default="all",
+                    help="which flow(s) to run (default: all)")
+    sy.add_argument("--out", required=True, metavar="DIR",
+                    help="folder for report.json, report.md, plots and tool logs")
+    sy.add_argument("--blocks", metavar="A,B", help="only these blocks (default: all registered)")
+    sy.add_argument("--sweep", action="store_true",
+                    help="also sweep area over PE-array size and level/bank count")
+    sy.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+                    help="tool runs in parallel (default: 2)")
+    sy.add_argument("--fpga-top", action="store_true",
+                    help="also place and route defa_core on the ECP5 (slow: tens of minutes)")
+    sy.add_argument("--timeout", type=int, default=1800, metavar="S",
+                    help="limit per Yosys/nextpnr run in seconds (default: 1800)")
+    sy.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
+                    help="ECP5 clock target for nextpnr (default: 100)")
+    sy.add_argument("--check-baseline", action="store_true",
+                    help="compare with synth/baseline_<preset>.json; exit 1 on area +5%% or "
+                    "Fmax -10%%")
+    sy.add_argument("--update-baseline", action="store_true",
+                    help="write synth/baseline_<preset>.json from this run")
+    sy.set_defaults(func=_cmd_synth)
     return p
 
 

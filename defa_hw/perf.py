@@ -1,0 +1,344 @@
+"""Cycle model of ``defa_core``: per-phase cycles from the config and the pruning statistics.
+
+The model mirrors the controller in :mod:`defa_hw.core` phase by phase (see
+``docs/performance.md``); its constants are the latencies of the blocks on each
+phase's fill and drain path.  It is checked against the RTL's cycle counters on every
+regression workload (``verif/test_core.py``), and extrapolates to the Deformable DETR
+encoder layer (:func:`encoder_projection`, ``python -m defa_hw.perf``).
+
+Inputs are what pruning decides: the PAP keep mask of every (query, head, point) and
+the incoming fmap mask.  The host model is the testbench's: streams always valid and
+ready, the first query presented one cycle after START.
+
+``ideal`` is the bound set by the PE array's peak rate in each mode: MACs /
+(pe_rows * pe_cols) for the MM phases, surviving points / n_levels per cycle times
+head_dim / ba_channels channel slices for BA.
+"""
+
+import argparse
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import preset
+from .core import DEFAULT_MAX_QUERIES, CoreGeometry
+from .pe_array import PEArray
+from .requant import Requant
+from .sampling_address import SamplingAddress
+from .fmap_buffer import FmapBuffer
+from .softmax import Softmax
+
+__all__ = ["Prediction", "model", "predict", "encoder_projection", "PHASE_NAMES",
+           "ENCODER_SHAPES", "CLOCK_HZ"]
+
+PHASE_NAMES = ("attn", "offset", "value", "ba", "out", "tail")
+
+#: Deformable DETR encoder at 800 x 1333 (strides 8, 16, 32, 64).
+ENCODER_SHAPES = ((100, 167), (50, 84), (25, 42), (13, 21))
+CLOCK_HZ = 400e6
+
+#: SyncFIFOBuffered: a write is readable two cycles later.
+FIFO_LAT = 2
+
+
+@dataclass
+class Prediction:
+    cycles: dict                      # phase -> cycles, and "total"
+    ideal: dict                       # phase -> ideal cycles, and "total"
+    detail: dict = field(default_factory=dict)
+
+    def ratio(self):
+        return {k: (self.cycles[k] / self.ideal[k] if self.ideal.get(k) else None)
+                for k in self.cycles}
+
+
+class _Lat:
+    """Latencies of the blocks on the fill / drain paths (all from the RTL classes)."""
+
+    def __init__(self, cfg):
+        self.pe = PEArray(cfg).LATENCY
+        self.rq = Requant.LATENCY
+        self.sa = SamplingAddress.LATENCY
+        self.fb = FmapBuffer.LATENCY
+        self.gap = PEArray.BA_TO_MM_GAP
+        self.smax = Softmax(cfg)
+
+
+def _head_groups(keep, g):
+    """Per (query, head): BA operations G = max(1, max_l kept_l) and kept points."""
+    k = keep.reshape(keep.shape[0], g.M, g.L, g.P)
+    per_level = k.sum(axis=3)
+    G = np.maximum(1, per_level.max(axis=2))
+    return G, k.reshape(keep.shape[0], g.M, g.L * g.P).sum(axis=2)
+
+
+def _offset_batches(kept_heads, g):
+    """F-stage steps until the first batch is emitted, the number of batches, and the
+    write-back cycles of the last batch (its most populated level).
+
+    F walks the heads of the pass in order, one cycle per kept point (at least one per
+    head), cutting a batch at B points or at the end of a query.
+    """
+    n_batches = int(np.sum(-(-kept_heads.sum(axis=1) // g.B)))
+    steps = 0
+    pts = 0
+    first = None
+    for q in range(kept_heads.shape[0]):
+        for m in range(g.M):
+            n = int(kept_heads[q, m])
+            if pts + n >= g.B:
+                first = steps + (g.B - pts)
+                break
+            steps += max(1, n)
+            pts += n
+        if first is not None:
+            break
+        if pts:
+            first = steps
+            break
+    return (first if first is not None else steps), n_batches
+
+
+def _last_batch_levels(keep_pass, g):
+    """Write-back cycles of the pass's last offset batch: its points of the busiest level."""
+    k = keep_pass.reshape(keep_pass.shape[0], -1)           # (nq, M*L*P), point order
+    for q in range(k.shape[0] - 1, -1, -1):
+        idx = np.flatnonzero(k[q])
+        if idx.size:
+            n_last = idx.size % g.B or g.B
+            lv = (idx[-n_last:] // g.P) % g.L
+            return int(np.bincount(lv, minlength=g.L).max())
+    return 0
+
+
+def _value_cycles(mask, g):
+    """VALUE phase cycles: the fmap input stage (one beat per cycle into a 2-entry pixel
+    FIFO, whose inner slot must be free even for a masked beat) feeding the issuer
+    (t_c * Kc operations per unmasked pixel, the first one 2 cycles after its beat)."""
+    T = g.t_c * g.kc
+    c = -1                    # cycle the previous beat was accepted
+    inner_free_at = 0         # first cycle a beat may be accepted (FIFO inner slot free)
+    s = None                  # first-op cycle of the previous unmasked pixel
+    n = 0
+    for masked in mask:
+        t = max(c + 1, inner_free_at)
+        c = t
+        if not masked:
+            start = t + FIFO_LAT if s is None else max(t + FIFO_LAT, s + T)
+            # A pixel that arrives while the previous one still occupies the output
+            # register waits in the inner slot until that one starts (+1 to free it).
+            inner_free_at = t + 1 if (s is None or start == t + FIFO_LAT) else start + 1
+            s = start
+            n += 1
+    if s is None:
+        return c + 2, 0
+    return max(s + T, c + 2), n
+
+
+def model(cfg, keep, fmap_mask, shapes, *, max_queries=DEFAULT_MAX_QUERIES, prune=True,
+          first_query_delay=2, value_in_passes=False):
+    """Per-phase cycles of one block.
+
+    ``keep`` (Lq, M, L*P) PAP keep mask (all True without pruning), ``fmap_mask`` (S,)
+    the incoming fmap mask.  ``value_in_passes`` models the sliding-window version for
+    the extrapolation: the same value-projection work, split over the passes (one
+    VALUE fill/drain per pass).
+    """
+    g = CoreGeometry(cfg, max_queries)
+    lat = _Lat(cfg)
+    keep = np.asarray(keep, dtype=bool).reshape(-1, g.M, g.L * g.P)
+    fmap_mask = np.asarray(fmap_mask, dtype=bool)
+    Lq = keep.shape[0]
+    S = len(fmap_mask)
+    KC, T_A, T_C, NS = g.kc, g.t_att, g.t_c, g.n_slices
+    cyc = dict.fromkeys(PHASE_NAMES, 0)
+    ideal = dict.fromkeys(PHASE_NAMES, 0.0)
+    peak = g.R * g.Cc
+    C = g.C
+    n_pass = -(-Lq // g.mq)
+    G, kept_heads = _head_groups(keep, g)
+    d = _drains(cfg, g, lat)
+    out_len = 0
+    for p in range(n_pass):
+        q0, q1 = p * g.mq, min(Lq, (p + 1) * g.mq)
+        nq = q1 - q0
+        # ATTN: back-to-back tiles; the first query arrives first_query_delay cycles late.
+        cyc["attn"] += (first_query_delay if p == 0 else 0) + nq * T_A * KC + 1
+        # OFFSET: wait for the pass's last keep word, F forms the first batch, G gathers
+        # it, then M issues every batch back to back.
+        f_first, n_b = _offset_batches(kept_heads[q0:q1], g)
+        cyc["offset"] += d["keep"] + f_first + KC + d["gather"] + n_b * KC
+        if p == 0:
+            v, _ = _value_cycles(fmap_mask, g)
+            cyc["value"] += v
+            ba_wait = d["value"]
+        else:
+            ba_wait = d["offset"] + _last_batch_levels(keep[q0:q1], g)
+        cyc["ba"] += ba_wait + int(NS * G[q0:q1].sum()) + 1
+        out_len = d["ba"] + nq * T_C * KC + 1
+        cyc["out"] += out_len
+    cyc["tail"] = max(d["out"], d["sweep"] + S - out_len)
+    if value_in_passes and n_pass > 1:
+        # Sliding window: every pass projects the rows entering its window; the work is
+        # the same, each pass pays the VALUE fill/drain and BA waits for the value drain.
+        v_fill = _value_cycles(np.zeros(1, dtype=bool), g)[0] - T_C * KC
+        cyc["value"] += (n_pass - 1) * v_fill
+        cyc["ba"] += (n_pass - 1) * (d["value"] - d["offset"])
+    # ideal (array peak)
+    kept = int(keep.sum())
+    ideal["attn"] = Lq * g.n_att * C / peak
+    ideal["offset"] = kept * 2 * C / peak
+    ideal["value"] = int((~fmap_mask).sum()) * C * C / peak
+    ideal["ba"] = kept / g.L * NS
+    ideal["out"] = Lq * C * C / peak
+    cyc["total"] = sum(cyc[k] for k in PHASE_NAMES)
+    ideal["total"] = sum(ideal[k] for k in PHASE_NAMES)
+    return Prediction(cycles=cyc, ideal=ideal,
+                      detail={"passes": n_pass, "kept_points": kept, "points": int(keep.size),
+                              "ba_ops": int(NS * G.sum()), "pixels": S,
+                              "pixels_masked_in": int(fmap_mask.sum())})
+
+
+def _drains(cfg, g, lat):
+    """Fixed fill / drain cycles of the phase transitions, from the block latencies.
+
+    ``keep``: last ATTN op -> its logits through the PE array, requant, the logit FIFO
+    and serializer, softmax, point mask -> the pass's last keep word (OFFSET waits for
+    it).  ``gather``: keep-FIFO read (3) + G start (1) + the gather queue (2) - 1.
+    ``value`` / ``offset``: BA waits for the last value-buffer write / offset write.
+    ``ba``: OUT waits for the last aggregated sample (BA pipeline c0 -> c8, PE array,
+    requant).  ``out``: last OUT result through the result FIFO.  ``sweep``: FWP finish
+    (BA pipeline drained) -> last packed mask beat sent.
+    """
+    n_last = g.n_att - (g.t_att - 1) * g.Cc
+    c8 = 1 + lat.sa + lat.fb
+    return {
+        "keep": lat.pe + lat.rq + n_last + lat.smax.LATENCY_FIRST + 1 + cfg.n_lp + 2,
+        "gather": 5,
+        "value": lat.pe + lat.rq + g.wr_beats + 2,
+        "offset": lat.pe + lat.rq + 2,
+        "ba": c8 - 1 + lat.pe + lat.rq,
+        "out": lat.pe + lat.rq + 3,
+        "sweep": lat.sa + lat.fb + 8,
+    }
+
+
+def predict(cfg, qb, gold, *, prune=True, max_queries=DEFAULT_MAX_QUERIES):
+    """Model cycles of a QuantizedBlock given its golden result (for the keep mask)."""
+    return model(cfg, gold["keep"], qb.fmap_mask, qb.shapes, max_queries=max_queries,
+                 prune=prune)
+
+
+# ---- extrapolation to the Deformable DETR encoder layer ---------------------------------
+
+#: DEFA's reported average pruning (COCO 2017, after fine-tuning): 84% of the sampling
+#: points (PAP) and 43% of the fmap pixels (FWP).
+DEFA_POINT_PRUNE = 0.84
+DEFA_PIXEL_PRUNE = 0.43
+
+
+def synthetic_keep(cfg, n_queries, point_prune, rng):
+    """A keep mask with a given point-pruning ratio: per head the most probable point is
+    always kept (softmax gives it >= 1/(L*P) > threshold), every other point survives
+    independently with the probability that makes the expected ratio ``point_prune``."""
+    n = cfg.n_lp
+    p = min(1.0, max(0.0, ((1.0 - point_prune) * n - 1.0) / (n - 1)))
+    keep = rng.random((n_queries, cfg.n_heads, n)) < p
+    top = rng.integers(0, n, size=(n_queries, cfg.n_heads))
+    np.put_along_axis(keep, top[..., None], True, axis=2)
+    return keep
+
+
+def measured_statistics(cfg, *, seed=0, n_queries=200):
+    """Keep patterns and pixel-pruning ratio of the golden model on a random workload
+    (``golden.accuracy.random_workload``, small spatial shapes)."""
+    from golden.accuracy import SMALL_DEFA_SHAPES, random_workload
+    from golden.model import defa_block, quantize_block
+    shapes = SMALL_DEFA_SHAPES if cfg.n_levels == 4 else None
+    params, inp = random_workload(cfg, seed, shapes=shapes, n_queries=n_queries)
+    qb = quantize_block(cfg, params, inp["query"], inp["reference_points"],
+                        inp["input_flatten"], inp["spatial_shapes"], inp["fmap_mask"])
+    res = defa_block(cfg, qb, prune=True)
+    heads = res["keep"].reshape(-1, cfg.n_lp)
+    return heads, res["pixels_pruned_next"] / res["pixels_total"]
+
+
+def encoder_projection(cfg=None, *, max_queries=DEFAULT_MAX_QUERIES, seed=0,
+                       shapes=ENCODER_SHAPES, clock_hz=CLOCK_HZ):
+    """Projected cycles / latency / throughput of one encoder layer (every token a query).
+
+    Three cases: no pruning; DEFA's reported ratios (84% points, 43% pixels; synthetic
+    i.i.d. masks); the ratios measured with the golden model on a random workload
+    (bootstrapped keep patterns, i.i.d. pixel mask).  The feature map does not fit on
+    chip, so the model uses the sliding-window organisation (see docs/performance.md).
+    """
+    cfg = cfg or preset("defa")
+    rng = np.random.default_rng(seed)
+    S = int(sum(h * w for h, w in shapes))
+    Lq = S
+    heads, pix_measured = measured_statistics(cfg, seed=seed)
+    point_measured = 1.0 - heads.mean()
+    cases = {
+        "no pruning": (np.ones((Lq, cfg.n_heads, cfg.n_lp), dtype=bool),
+                       np.zeros(S, dtype=bool)),
+        "DEFA reported (84% points, 43% pixels)": (
+            synthetic_keep(cfg, Lq, DEFA_POINT_PRUNE, rng), rng.random(S) < DEFA_PIXEL_PRUNE),
+        (f"golden on random workload ({100 * point_measured:.0f}% points, "
+         f"{100 * pix_measured:.1f}% pixels)"): (
+            heads[rng.integers(0, len(heads), size=Lq * cfg.n_heads)].reshape(
+                Lq, cfg.n_heads, cfg.n_lp), rng.random(S) < pix_measured),
+    }
+    out = {}
+    for name, (keep, mask) in cases.items():
+        pred = model(cfg, keep, mask, shapes, max_queries=max_queries, value_in_passes=True)
+        tot = pred.cycles["total"]
+        out[name] = {
+            "cycles": pred.cycles, "ideal": pred.ideal,
+            "points_pruned": 1.0 - keep.mean(), "pixels_pruned": float(mask.mean()),
+            "latency_ms": 1e3 * tot / clock_hz,
+            "layers_per_s": clock_hz / tot,
+            "queries_per_s": clock_hz * Lq / tot,
+            "ratio_to_ideal": tot / pred.ideal["total"],
+        }
+    return {"shapes": shapes, "queries": Lq, "pixels": S, "clock_hz": clock_hz,
+            "max_queries": max_queries, "cases": out}
+
+
+def format_projection(proj):
+    lines = [f"Deformable DETR encoder layer, {proj['queries']} queries, "
+             f"{proj['pixels']} pixels, {proj['clock_hz'] / 1e6:.0f} MHz, "
+             f"max_queries {proj['max_queries']}", "",
+             "| case | points pruned | pixels pruned | cycles (M) | ideal (M) | ratio | "
+             "latency (ms) | layers/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, c in proj["cases"].items():
+        lines.append(f"| {name} | {100 * c['points_pruned']:.1f}% | "
+                     f"{100 * c['pixels_pruned']:.1f}% | {c['cycles']['total'] / 1e6:.2f} | "
+                     f"{c['ideal']['total'] / 1e6:.2f} | {c['ratio_to_ideal']:.3f} | "
+                     f"{c['latency_ms']:.2f} | {c['layers_per_s']:.1f} |")
+    lines += ["", "| case | " + " | ".join(PHASE_NAMES) + " |",
+              "| --- |" + " --- |" * len(PHASE_NAMES)]
+    for name, c in proj["cases"].items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{c['cycles'][k] / 1e6:.3f}M ({c['cycles'][k] / c['ideal'][k]:.2f}x)"
+            if c["ideal"][k] else f"{c['cycles'][k]}" for k in PHASE_NAMES) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Projected encoder-layer latency of defa_core")
+    ap.add_argument("--max-queries", type=int, default=DEFAULT_MAX_QUERIES)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    proj = encoder_projection(max_queries=args.max_queries, seed=args.seed)
+    if args.json:
+        print(json.dumps(proj, default=float, indent=1))
+    else:
+        print(format_projection(proj))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""End-to-end regression of ``defa_core`` against ``golden.model.defa_block``.
+
+Each pytest entry builds the core once for a config and runs a group of cocotb tests
+in one simulator process: random workloads with pruning on and off, random stalls on
+every stream, a reset in the middle of a block followed by a correct block, and two
+blocks back to back where block 1's next fmap mask feeds block 2.  Every block is
+checked bit for bit (output codes and next fmap mask), its counters against the
+golden statistics (zero bank conflicts), and its cycle counts against the
+performance model (:mod:`defa_hw.perf`).
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from defa_hw.config import preset
+
+#: Small runtime shapes that fit the on-chip windows (4 levels).
+SHAPES = {
+    "tiny": ((4, 5), (2, 3), (2, 2), (1, 2)),
+    "defa": ((2, 2), (1, 2), (1, 1), (1, 1)),
+}
+QUERIES = {"tiny": 6, "defa": 2}
+
+
+def make_block(cfg, seed, *, shapes, n_queries, mask_frac=0.0, fmap_mask=None, ref_scale=1.0):
+    """A random QuantizedBlock (float workload through golden.model.quantize_block).
+
+    ``ref_scale`` < 1 crowds the reference points into the top-left corner, so that the
+    FWP generator leaves pixels untouched (a next mask with pruned pixels).
+    """
+    from golden.accuracy import random_workload
+    from golden.model import quantize_block
+    params, inputs = random_workload(cfg, seed, shapes=shapes, n_queries=n_queries)
+    inputs["reference_points"] = inputs["reference_points"] * ref_scale
+    S = len(inputs["fmap_mask"])
+    if fmap_mask is not None:
+        inputs["fmap_mask"] = np.asarray(fmap_mask, dtype=bool)
+    elif mask_frac:
+        rng = np.random.default_rng(seed + 1000)
+        inputs["fmap_mask"] = rng.random(S) < mask_frac
+    return quantize_block(cfg, params, inputs["query"], inputs["reference_points"],
+                          inputs["input_flatten"], inputs["spatial_shapes"],
+                          inputs["fmap_mask"])
+
+
+def check_block(cfg, qb, res, *, prune, log, perf_tol=0.02):
+    """Bit-exact outputs, golden counters, zero conflicts, and the perf model.
+
+    ``perf_tol``: allowed relative error of the model per phase (``None`` when the
+    streams stall at random: then the RTL must only be no faster than the model).
+    """
+    from defa_hw.perf import PHASE_NAMES, predict
+    from defa_hw.simulate import compare_with_golden
+    gold, problems = compare_with_golden(cfg, qb, res, prune=prune)
+    assert not problems, "; ".join(problems)
+    assert int(res["points_total"]) == gold["points_total"]
+    pred = predict(cfg, qb, gold, prune=prune, max_queries=int(res["max_queries"]))
+    lines = []
+    for k in PHASE_NAMES + ("total",):
+        got = int(res["cycles"] if k == "total" else res[f"cycles_{k}"])
+        want = pred.cycles[k]
+        ideal = pred.ideal[k]
+        lines.append(f"{k} {got} (model {want}, ideal {ideal:.0f})")
+        if perf_tol is not None:
+            assert abs(got - want) <= perf_tol * max(want, 1), \
+                f"perf model, phase {k}: predicted {want}, rtl {got}"
+    if perf_tol is None:
+        assert int(res["cycles"]) >= pred.cycles["total"], "faster than the no-stall model?"
+    log("cycles: " + "; ".join(lines) + f"; stall {int(res['stall_cycles'])}")
+    return gold
+
+
+# ---- cocotb tests (run inside the simulator) --------------------------------------------
+
+try:
+    import cocotb
+except ImportError:  # pragma: no cover
+    cocotb = None
+
+if cocotb is not None:
+    try:
+        from core_tb import CoreTB          # inside the simulator (verif/ on PYTHONPATH)
+    except ImportError:
+        from verif.core_tb import CoreTB    # collected by pytest
+
+    def _env_cfg():
+        from verif.runner import cocotb_config
+        return cocotb_config()
+
+    def _shapes(cfg):
+        return SHAPES[os.environ.get("CORE_PRESET", cfg.name)]
+
+    def _nq(cfg):
+        return int(os.environ.get("CORE_QUERIES", QUERIES.get(cfg.name, 4)))
+
+    async def _run_and_check(tb, cfg, qb, *, prune, load=True, **kw):
+        if load:
+            await tb.load_weights(qb)
+        res = await tb.run_block(qb, prune=prune, max_cycles=2_000_000)
+        return check_block(cfg, qb, res, prune=prune, log=tb.dut._log.info, **kw), res
+
+    @cocotb.test()
+    async def core_prune(dut):
+        """Pruning on, an incoming fmap mask with masked pixels."""
+        cfg = _env_cfg()
+        tb = CoreTB(dut, cfg)
+        await tb.start()
+        qb = make_block(cfg, 11, shapes=_shapes(cfg), n_queries=_nq(cfg), mask_frac=0.3)
+        await _run_and_check(tb, cfg, qb, prune=True)
+
+    @cocotb.test()
+    async def core_no_prune(dut):
+        """--no-prune: every point kept, next mask all False."""
+        cfg = _env_cfg()
+        tb = CoreTB(dut, cfg)
+        await tb.start()
+        qb = make_block(cfg, 12, shapes=_shapes(cfg), n_queries=_nq(cfg))
+        await _run_and_check(tb, cfg, qb, prune=False)
+
+    @cocotb.test()
+    async def core_stalls(dut):
+        """Random valid/ready stalls on every stream (weights, fmap, queries, results)."""
+        cfg = _env_cfg()
+        tb = CoreTB(dut, cfg, seed=5, p_stall=0.4)
+        await tb.start()
+        qb = make_block(cfg, 13, shapes=_shapes(cfg), n_queries=_nq(cfg), mask_frac=0.2)
+        _, res = await _run_and_check(tb, cfg, qb, prune=True, perf_tol=None)
+        assert res["stall_cycles"] > 0, "random stalls were not counted"
+
+    @cocotb.test()
+    async def core_reset_mid_block(dut):
+        """A reset in the middle of a block, then a correct block."""
+        cfg = _env_cfg()
+        tb = CoreTB(dut, cfg, seed=7)
+        await tb.start()
+        qb1 = make_block(cfg, 14, shapes=_shapes(cfg), n_queries=_nq(cfg))
+        await tb.load_weights(qb1)
+        await tb.run_block(qb1, prune=True, abort_after=int(os.environ.get("CORE_ABORT", 300)))
+        await tb.reset()
+        qb2 = make_block(cfg, 15, shapes=_shapes(cfg), n_queries=_nq(cfg), mask_frac=0.1)
+        await _run_and_check(tb, cfg, qb2, prune=True)
+
+    @cocotb.test()
+    async def core_back_to_back(dut):
+        """Two blocks back to back; block 1's next fmap mask is block 2's input mask."""
+        cfg = _env_cfg()
+        tb = CoreTB(dut, cfg, seed=9)
+        await tb.start()
+        qb1 = make_block(cfg, 16, shapes=_shapes(cfg), n_queries=_nq(cfg), ref_scale=0.3)
+        gold1, res1 = await _run_and_check(tb, cfg, qb1, prune=True)
+        assert res1["pixels_pruned_next"] > 0, "choose a workload whose next mask prunes"
+        qb2 = make_block(cfg, 17, shapes=_shapes(cfg), n_queries=_nq(cfg),
+                         fmap_mask=res1["next_fmap_mask"])
+        assert qb2.fmap_mask.sum() == res1["pixels_pruned_next"]
+        await _run_and_check(tb, cfg, qb2, prune=True)
+
+
+# ---- pytest entries ---------------------------------------------------------------------
+
+#: Build folders of the core (shared with the ``defa-hw simulate`` test below).
+def _core_build_root():
+    from verif.runner import BUILD_ROOT
+    return BUILD_ROOT / "core"
+
+
+def _run(cfg, tests, *, env=None, max_queries=None):
+    from defa_hw.core import DEFAULT_MAX_QUERIES
+    from defa_hw.simulate import build_core, build_dir_for, run_core_tests
+    from verif.runner import simulator
+    sim = simulator()
+    mq = max_queries or DEFAULT_MAX_QUERIES
+    build_dir = build_dir_for(cfg, sim, _core_build_root(), mq)
+    runner = build_core(cfg, sim, build_dir, max_queries=mq)
+    total, failed = run_core_tests(runner, cfg, build_dir, test_module="test_core",
+                                   testcase=list(tests), env=env)
+    assert total == len(tests), f"ran {total} cocotb tests, expected {len(tests)}"
+    assert failed == 0, f"{failed} of {total} core tests failed ({sim})"
+
+
+ALL = ["core_prune", "core_no_prune", "core_stalls", "core_reset_mid_block",
+       "core_back_to_back"]
+
+
+def test_core_tiny():
+    """tiny: pruning on / off, random stalls, reset mid-block, back to back."""
+    _run(preset("tiny"), ALL)
+
+
+def test_core_tiny_multipass():
+    """tiny with 4 queries per pass: 6 queries run in 2 passes (query double buffer,
+    per-pass state, value projection once)."""
+    _run(preset("tiny"), ["core_prune", "core_stalls"], max_queries=4)
+
+
+def test_core_defa_small():
+    """defa (16x16 array, 8 heads, 4x4 points) on a 2x2 / 1x2 / 1x1 / 1x1 map, 2 queries."""
+    _run(preset("defa"), ["core_prune"])
+
+
+@pytest.mark.slow
+def test_core_defa_small_full():
+    _run(preset("defa"), ["core_no_prune", "core_stalls", "core_reset_mid_block"])
+
+
+@pytest.mark.slow
+def test_core_tiny_many_queries():
+    """tiny, 70 queries with the default 64 per pass (2 passes, the second one short)."""
+    _run(preset("tiny"), ["core_prune"], env={"CORE_QUERIES": 70})
+
+
+# ---- the CLI command ----------------------------------------------------------------------
+
+def _cli(*args):
+    import subprocess
+    import sys
+    from pathlib import Path
+    exe = Path(sys.executable).with_name("defa-hw")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=3000)
+
+
+def test_simulate_cli_tiny(tmp_path):
+    """``defa-hw simulate`` == ``defa-hw golden`` on the same npz, plus the counters."""
+    from verif.runner import simulator
+    sim = simulator()
+    inp, gold, out = tmp_path / "in.npz", tmp_path / "gold.npz", tmp_path / "rtl.npz"
+    shapes = ",".join(f"{h}x{w}" for h, w in SHAPES["tiny"])
+    r = _cli("make-inputs", "--preset", "tiny", "--queries", "3", "--shapes", shapes,
+             "--seed", "3", "--out", str(inp))
+    assert r.returncode == 0, r.stderr
+    assert _cli("golden", "--preset", "tiny", "--inputs", str(inp), "--out",
+                str(gold)).returncode == 0
+    r = _cli("simulate", "--preset", "tiny", "--inputs", str(inp), "--out", str(out),
+             "--sim", sim, "--build-dir", str(_core_build_root()))
+    assert r.returncode == 0, r.stderr[-3000:]
+    g, s = np.load(gold), np.load(out)
+    for k in g.files:
+        assert np.array_equal(g[k], s[k]), k
+    assert s["bank_conflicts"] == 0 and s["cycles"] == s["model_cycles"]
+    assert 0 < s["utilization"] <= 1 and s["ideal_cycles"] > 0
+    assert sum(int(s[f"cycles_{k}"]) for k in ("attn", "offset", "value", "ba", "out",
+                                              "tail")) == s["cycles"]
+
+
+def test_simulate_cli_rejects(tmp_path):
+    """A map larger than the on-chip windows, and a bad simulator: one line, exit 2."""
+    inp = tmp_path / "in.npz"
+    r = _cli("make-inputs", "--preset", "defa", "--queries", "1", "--out", str(inp))
+    assert r.returncode == 0, r.stderr
+    r = _cli("simulate", "--preset", "defa", "--inputs", str(inp), "--out",
+             str(tmp_path / "o.npz"))
+    assert r.returncode == 2 and "on-chip window" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = _cli("simulate", "--preset", "tiny", "--inputs", str(inp), "--out", "o.npz",
+             "--sim", "xcelium")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+# ---- the performance model on its own (no simulator) -------------------------------------
+
+def test_perf_projection():
+    """The encoder projection: pruning helps, every phase is at or above its ideal, and
+    the whole layer stays within 10% of the array-peak bound."""
+    from defa_hw.perf import PHASE_NAMES, encoder_projection
+    proj = encoder_projection()
+    cases = list(proj["cases"].values())
+    no_prune, defa = cases[0], cases[1]
+    assert defa["latency_ms"] < no_prune["latency_ms"]
+    for c in cases:
+        for k in PHASE_NAMES:
+            assert c["cycles"][k] >= c["ideal"][k]
+        assert c["ratio_to_ideal"] < 1.10
+    assert no_prune["ratio_to_ideal"] < 1.01
