@@ -47,6 +47,7 @@ formal: $(STAMP)
 
 bench: $(STAMP) icarus
 	$(BIN)/python verif/bench_pe_array.py
+	$(BIN)/python verif/bench_core.py
 
 slow: $(STAMP) icarus
 	$(BIN)/python -m pytest -n $(JOBS) -m slow -q

@@ -58,12 +58,15 @@ class _Lat:
     """Latencies of the blocks on the fill / drain paths (all from the RTL classes)."""
 
     def __init__(self, cfg):
-        self.pe = PEArray(cfg).LATENCY
+        pe, smax = PEArray(cfg), Softmax(cfg)
+        for obj in (pe, smax):
+            obj._MustUse__silence = True       # read for their latencies, never elaborated
+        self.pe = pe.LATENCY
         self.rq = Requant.LATENCY
         self.sa = SamplingAddress.LATENCY
         self.fb = FmapBuffer.LATENCY
         self.gap = PEArray.BA_TO_MM_GAP
-        self.smax = Softmax(cfg)
+        self.smax = smax
 
 
 def _head_groups(keep, g):

@@ -173,7 +173,7 @@ def _run(cfg, tests, *, env=None, max_queries=None):
     mq = max_queries or DEFAULT_MAX_QUERIES
     build_dir = build_dir_for(cfg, sim, _core_build_root(), mq)
     runner = build_core(cfg, sim, build_dir, max_queries=mq)
-    total, failed = run_core_tests(runner, cfg, build_dir, test_module="test_core",
+    total, failed, _ = run_core_tests(runner, cfg, build_dir, test_module="test_core",
                                    testcase=list(tests), env=env)
     assert total == len(tests), f"ran {total} cocotb tests, expected {len(tests)}"
     assert failed == 0, f"{failed} of {total} core tests failed ({sim})"
