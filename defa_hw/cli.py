@@ -225,6 +225,8 @@ def _build_parser():
                     help="also sweep area over PE-array size and level/bank count")
     sy.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
                     help="tool runs in parallel (default: 2)")
+    sy.add_argument("--no-top", action="store_true",
+                    help="leave out defa_core (the top), the slowest part of the generic run")
     sy.add_argument("--fpga-top", action="store_true",
                     help="also place and route defa_core on the ECP5 (slow: tens of minutes)")
     sy.add_argument("--timeout", type=int, default=1800, metavar="S",

@@ -1251,6 +1251,11 @@ def main(cfg, args, *, stream=sys.stderr):
     if args.freq <= 0:
         raise SynthInputError(f"--freq must be > 0 MHz, got {args.freq}")
     only = [b for b in (args.blocks or "").split(",") if b] or None
+    if args.no_top:
+        if args.fpga_top:
+            raise SynthInputError("--no-top and --fpga-top contradict each other")
+        from .blocks import BLOCKS
+        only = [n for n in (only or sorted(BLOCKS)) if n != TOP_BLOCK]
     is_preset = cfg.name in PRESETS and PRESETS[cfg.name] == cfg
     if (args.update_baseline or args.check_baseline) and not is_preset:
         raise SynthInputError("--update-baseline/--check-baseline need an unchanged preset "
