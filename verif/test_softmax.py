@@ -18,7 +18,6 @@ import pytest
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
-from defa_hw.config import DefaConfig, preset
 from defa_hw.softmax import FRAC_MAX, Softmax
 from golden.softmax import softmax
 try:
@@ -27,16 +26,10 @@ except ImportError:                        # inside the cocotb process: verif/ i
     from runner import cocotb_config, run_cocotb
 
 
-#: A non-preset config: 3 levels (12 banks), odd L*P = 9, ref_frac_bits < coord_frac_bits,
-#: exp_lut_bits = 0, narrower codes; checks that nothing depends on the presets' numbers.
-ODD = DefaConfig(name="odd", d_model=48, n_heads=2, n_levels=3, n_points=3, n_banks=12,
-                 data_bits=11, coord_frac_bits=9, ref_frac_bits=8, prob_bits=10,
-                 exp_lut_bits=0, max_shapes=((9, 7), (5, 4), (3, 2)), offset_bound=(1, 1, 1),
-                 pe_rows=4, pe_cols=6)
-
-
-def _config(name):
-    return ODD if name == "odd" else preset(name)
+try:
+    from verif.configs import config_by_name as _config
+except ImportError:                        # inside the cocotb process: verif/ is on the path
+    from configs import config_by_name as _config
 
 
 # -- stimulus -----------------------------------------------------------------------------------
