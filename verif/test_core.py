@@ -195,13 +195,10 @@ def test_core_tiny_multipass():
 
 
 def test_core_defa_small():
-    """defa (16x16 array, 8 heads, 4x4 points) on a 2x2 / 1x2 / 1x1 / 1x1 map, 2 queries."""
-    _run(preset("defa"), ["core_prune"])
-
-
-@pytest.mark.slow
-def test_core_defa_small_full():
-    _run(preset("defa"), ["core_no_prune", "core_stalls", "core_reset_mid_block"])
+    """defa (16x16 array, 8 heads, 4x4 points) on a 2x2 / 1x2 / 1x1 / 1x1 map, 2 queries:
+    pruning on / off, random stalls, reset mid-block, back to back (one build, ~4 min
+    on Icarus)."""
+    _run(preset("defa"), ALL)
 
 
 @pytest.mark.slow

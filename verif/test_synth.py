@@ -331,6 +331,25 @@ def test_cli_baseline_needs_a_preset(tmp_path):
 
 # -- registered blocks ----------------------------------------------------------------------
 
+def test_top_parts_are_recognised_as_their_blocks():
+    """The top reuses a block's run only for hardware built by the same constructor:
+    PEArray(cfg) inside defa_core is the pe_array block; Requant with the core's lanes
+    and accumulator width is not the requant block; another config's array is not it."""
+    from defa_hw.blocks import build_block
+    from defa_hw.config import DefaConfig
+    sig = {n: synth.structure_signature(synth.to_rtlil(build_block(n, TINY), name=n))
+           for n in ("pe_array", "fmap_buffer", "requant", "softmax")}
+    top = synth.to_rtlil(build_block("defa_core", TINY), name="defa_core")
+    parts = {i: synth.structure_signature(t) for i, _r, t in synth.compose_parts(top, "defa_core")[1]}
+    assert parts["pe"] == sig["pe_array"]
+    assert parts["vbuf0"] == parts["vbuf1"] == sig["fmap_buffer"]
+    assert parts["softmax"] == sig["softmax"]
+    assert parts["rq_mm"] != sig["requant"] and parts["rq_ba"] != sig["requant"]
+    other = DefaConfig.from_dict(dict(TINY.to_dict(), name="other", pe_rows=8, pe_cols=8))
+    assert synth.structure_signature(
+        synth.to_rtlil(build_block("pe_array", other), name="pe_array")) != sig["pe_array"]
+
+
 @pytest.mark.skipif("bilinear" not in BLOCKS, reason="bilinear not registered yet")
 def test_bilinear_has_three_multipliers(tmp_path):
     rep = synth.synthesize(TINY, tmp_path, only=["bilinear"], progress=None)

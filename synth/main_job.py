@@ -1,0 +1,76 @@
+"""`make`: the main job of defa-hw, in three parallel tool runs.
+
+1. ``defa-hw generate --preset defa``          -> OUT/rtl/defa/defa_core.v, config.json
+2. ``defa-hw synth --preset defa --target generic --sweep``
+                                                -> OUT/synth/defa/report.{json,md}, plots
+3. ``defa-hw synth --preset tiny --target ecp5 --check-baseline``
+                                                -> OUT/synth/tiny/report.{json,md}
+
+The runs share the machine's cores (the defa generic run is the long pole: the
+top's glue logic alone is ~3 min of Yosys and ABC).  Each run's progress lines are
+prefixed with its name; the job exits non-zero when any run fails and ends by
+naming the outputs and the wall-clock time.
+
+Usage: ``python synth/main_job.py [--out DIR]``
+"""
+
+import argparse
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def _runs(out):
+    return [
+        ("rtl defa", ["generate", "--preset", "defa", "--out", f"{out}/rtl/defa"]),
+        ("synth defa", ["synth", "--preset", "defa", "--target", "generic", "--sweep",
+                        "--jobs", "2", "--out", f"{out}/synth/defa"]),
+        ("fpga tiny", ["synth", "--preset", "tiny", "--target", "ecp5", "--jobs", "1",
+                       "--check-baseline", "--out", f"{out}/synth/tiny"]),
+    ]
+
+
+def _pump(name, proc, lock):
+    for line in proc.stdout:
+        with lock:
+            print(f"[{name}] {line}", end="", flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="out", help="output folder (default: out)")
+    args = ap.parse_args(argv)
+    exe = Path(sys.executable).with_name("defa-hw")
+    t0 = time.monotonic()
+    lock = threading.Lock()
+    procs = []
+    for name, cmd in _runs(args.out):
+        p = subprocess.Popen([str(exe), *cmd], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, bufsize=1)
+        t = threading.Thread(target=_pump, args=(name, p, lock), daemon=True)
+        t.start()
+        procs.append((name, p, t))
+    failed = []
+    for name, p, t in procs:
+        p.wait()
+        t.join()
+        if p.returncode:
+            failed.append(f"{name} (exit {p.returncode})")
+    dt = time.monotonic() - t0
+    out = args.out
+    print(f"\nmake: outputs in {out}/:\n"
+          f"  {out}/rtl/defa/defa_core.v       defa Verilog (+ config.json)\n"
+          f"  {out}/synth/defa/report.md        defa area per block "
+          "(report.json, area_breakdown.png, area_sweep.png)\n"
+          f"  {out}/synth/tiny/report.md        tiny ECP5 LUT/FF/BRAM/DSP/Fmax (report.json)")
+    if failed:
+        print(f"make: FAILED: {', '.join(failed)} after {dt:.0f} s", file=sys.stderr)
+        return 1
+    print(f"make: main job done in {dt:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
