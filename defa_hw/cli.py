@@ -37,17 +37,12 @@ def _config(args):
 
 def _cmd_golden(args):
     import numpy as np
-    from golden.model import QuantizationError, defa_block, quantize_block
-    from .workload import load_workload
+    from golden.model import defa_block
+    from .workload import load_workload, quantize_workload
 
     cfg = _config(args)
     params, inputs = load_workload(args.inputs, cfg)
-    try:
-        qb = quantize_block(cfg, params, inputs["query"], inputs["reference_points"],
-                            inputs["input_flatten"], inputs["spatial_shapes"],
-                            inputs["fmap_mask"])
-    except QuantizationError as e:
-        raise UsageError(str(e)) from None
+    qb = quantize_workload(cfg, params, inputs)
     res = defa_block(cfg, qb, prune=not args.no_prune)
     stats = _stats(res)
     out = Path(args.out)

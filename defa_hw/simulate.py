@@ -240,9 +240,8 @@ def simulate_block(cfg, qb, *, prune=True, sim="icarus", build_root=None,
 def main(cfg, args):
     """``defa-hw simulate``; returns the exit status (1 when a bit differs from golden)."""
     import time
-    from golden.model import QuantizationError, quantize_block
     from .perf import predict
-    from .workload import load_workload
+    from .workload import load_workload, quantize_workload
 
     params, inputs = load_workload(args.inputs, cfg)
     why = fits_on_chip(cfg, inputs["spatial_shapes"])
@@ -251,12 +250,7 @@ def main(cfg, args):
     out = Path(args.out)
     if out.parent and not out.parent.exists():
         raise SimulateError(f"output folder {out.parent} does not exist")
-    try:
-        qb = quantize_block(cfg, params, inputs["query"], inputs["reference_points"],
-                            inputs["input_flatten"], inputs["spatial_shapes"],
-                            inputs["fmap_mask"])
-    except QuantizationError as e:
-        raise SimulateError(str(e)) from None
+    qb = quantize_workload(cfg, params, inputs)
     from .core_if import register_values
     register_values(cfg, qb, prune=not args.no_prune)      # shifts fit the registers
     prune = not args.no_prune

@@ -12,7 +12,8 @@ import numpy as np
 
 from golden.reference import PARAM_NAMES
 
-__all__ = ["InputError", "PARAM_NAMES", "load_workload", "validate_workload", "save_workload"]
+__all__ = ["InputError", "PARAM_NAMES", "load_workload", "validate_workload", "save_workload",
+           "quantize_workload"]
 
 _FLOAT_DTYPES = (np.float32, np.float64)
 
@@ -128,3 +129,17 @@ def save_workload(path, params, inputs):
     if inputs.get("fmap_mask") is not None:
         arrays["fmap_mask"] = np.asarray(inputs["fmap_mask"], dtype=bool)
     np.savez(path, **arrays)
+
+
+def quantize_workload(cfg, params, inputs):
+    """The workload as golden and the RTL take it (:func:`golden.model.quantize_block`).
+
+    A value that does not fit the INT12 formats raises :class:`InputError` (one line).
+    """
+    from golden.model import QuantizationError, quantize_block
+    try:
+        return quantize_block(cfg, params, inputs["query"], inputs["reference_points"],
+                              inputs["input_flatten"], inputs["spatial_shapes"],
+                              inputs["fmap_mask"])
+    except QuantizationError as e:
+        raise InputError(str(e)) from None

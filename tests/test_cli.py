@@ -85,12 +85,16 @@ def _bad_cases():
         a["reference_points"][0, 0, 0] = 1.5
     def too_big(a):
         a["spatial_shapes"] = a["spatial_shapes"] * 2
+    def coarse_offsets(a):       # |query| and |W_s| so large that Q x W_s is coarser than Q.F
+        a["query"] = a["query"] * 3000
+        a["sampling_offsets.weight"] = a["sampling_offsets.weight"] * 3000
     return [("missing array 'query'", drop), ("'query' has shape", extradim),
             ("'input_flatten' has dtype int32", dtype), ("'input_flatten' contains NaN", nan),
             ("'value_proj.weight' contains NaN or Inf", inf),
             ("S = sum\\(H\\*W\\)", s_mismatch), ("config has n_levels = 4", levels),
             ("expected \\(4, 32\\)", width), ("unexpected array 'bogus'", extra),
-            ("outside \\[0, 1\\]", ref_range), ("config max_shapes", too_big)]
+            ("outside \\[0, 1\\]", ref_range), ("config max_shapes", too_big),
+            ("coarser than the coordinate format", coarse_offsets)]
 
 
 @pytest.mark.parametrize("expect, mutate", _bad_cases(), ids=lambda v: getattr(v, "__name__", ""))
