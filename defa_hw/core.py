@@ -308,10 +308,13 @@ class DefaCore(wiring.Component):
         # Weight tiles: one memory per K chunk k (word = the pe_rows x pe_cols tile of
         # output-column tile jt, lane-major: lane j = output row jt * Cc + j), so that a
         # whole weight row is written in one beat; MM reads memory k at address jt.
+        # Wv, Wa and Wo share the Kc memories (at word offsets W_BASE), so the array
+        # input needs one Kc:1 tile multiplexer, not one per matrix (3 x 3072-bit 16:1
+        # for defa was ~2/3 of the core's glue logic).
         tile_w = Cc * R * d
-        wv = [mem(f"w_value_k{k}", tile_w, g.t_c, R * d) for k in range(KC)]
-        wa = [mem(f"w_attn_k{k}", tile_w, g.t_att, R * d) for k in range(KC)]
-        wo = [mem(f"w_out_k{k}", tile_w, g.t_c, R * d) for k in range(KC)]
+        W_BASE = {WeightTarget.VALUE: 0, WeightTarget.ATTN: g.t_c,
+                  WeightTarget.OUT: g.t_c + g.t_att}
+        wmm = [mem(f"w_mm_k{k}", tile_w, 2 * g.t_c + g.t_att, R * d) for k in range(KC)]
         bv, bv_r, bv_w = mem("b_value", Cc * ACC, g.t_c, ACC)
         ba_, ba_r, ba_w = mem("b_attn", Cc * ACC, g.t_att, ACC)
         bo, bo_r, bo_w = mem("b_out", Cc * ACC, g.t_c, ACC)
@@ -341,13 +344,17 @@ class DefaCore(wiring.Component):
         w_jt, w_j = _divmod_const(wbeat.row, Cc)
         w_row = wbeat.weights.as_value()
         w_lane = (C(1, Cc) << w_j)[:Cc]
-        for mems, bmem, wt in ((wv, bv_w, WeightTarget.VALUE), (wa, ba_w, WeightTarget.ATTN),
-                               (wo, bo_w, WeightTarget.OUT)):
+        w_mm = w_acc & ((tgt == WeightTarget.VALUE) | (tgt == WeightTarget.ATTN) |
+                        (tgt == WeightTarget.OUT))
+        w_base = Mux(tgt == WeightTarget.ATTN, W_BASE[WeightTarget.ATTN],
+                     Mux(tgt == WeightTarget.OUT, W_BASE[WeightTarget.OUT], 0))
+        for k, (_, _, w_) in enumerate(wmm):
+            m.d.comb += [w_.addr.eq(w_base + w_jt),
+                         w_.data.eq(w_row[k * R * d:(k + 1) * R * d].replicate(Cc)),
+                         w_.en.eq(Mux(w_mm, w_lane, 0))]
+        for bmem, wt in ((bv_w, WeightTarget.VALUE), (ba_w, WeightTarget.ATTN),
+                         (bo_w, WeightTarget.OUT)):
             hit = w_acc & (tgt == wt)
-            for k, (_, _, w_) in enumerate(mems):
-                m.d.comb += [w_.addr.eq(w_jt),
-                             w_.data.eq(w_row[k * R * d:(k + 1) * R * d].replicate(Cc)),
-                             w_.en.eq(Mux(hit, w_lane, 0))]
             m.d.comb += [bmem.addr.eq(w_jt), bmem.data.eq(wbeat.bias.as_unsigned().replicate(Cc)),
                          bmem.en.eq(Mux(hit, w_lane, 0))]
         w_pt = wbeat.row >> 1
@@ -473,10 +480,13 @@ class DefaCore(wiring.Component):
         off_issue = (phase == Phase.OFFSET) & (mo_valid | gm_valid) & mm_ok
         mo_kk = Mux(mo_take, 0, mo_k)                  # chunk of this op
 
-        # Shared read ports: addresses by phase.
-        for mems, jt_, k_ in ((wa, a_jt, a_k), (wo, o_jt, o_k), (wv, v_jt, v_k)):
-            for k, (_, r_, _) in enumerate(mems):
-                m.d.comb += [r_.addr.eq(jt_), r_.en.eq(k_ == k)]
+        # Shared read ports: addresses by phase (ATTN, OUT and VALUE issue only in their
+        # own phase; a read at I0 is used at I1 by the op's kind).
+        r_jt = Mux(phase == Phase.ATTN, W_BASE[WeightTarget.ATTN] + a_jt,
+                   Mux(phase == Phase.OUT, W_BASE[WeightTarget.OUT] + o_jt, v_jt))
+        r_k = Mux(phase == Phase.ATTN, a_k, Mux(phase == Phase.OUT, o_k, v_k))
+        for k, (_, r_, _) in enumerate(wmm):
+            m.d.comb += [r_.addr.eq(r_jt), r_.en.eq(r_k == k)]
         m.d.comb += [ba_r.addr.eq(a_jt), bo_r.addr.eq(o_jt), bv_r.addr.eq(v_jt),
                      sm_r.addr.eq(o_q)]
 
@@ -576,16 +586,14 @@ class DefaCore(wiring.Component):
         tile = Signal(tile_w)                          # lane-major: lane j, element i
         bias = Signal(Cc * ACC)
         stage_word = Cat(*[tms[i][1].data for i in range(B)])   # lane 2i + xy
+        mm_tile = Array(r_.data for _, r_, _ in wmm)[i1_k]
         with m.Switch(i1_kind):
             with m.Case(MMKind.ATTN):
-                m.d.comb += [tile.eq(Array(r_.data for _, r_, _ in wa)[i1_k]),
-                             bias.eq(ba_r.data)]
+                m.d.comb += [tile.eq(mm_tile), bias.eq(ba_r.data)]
             with m.Case(MMKind.VALUE):
-                m.d.comb += [tile.eq(Array(r_.data for _, r_, _ in wv)[i1_k]),
-                             bias.eq(bv_r.data)]
+                m.d.comb += [tile.eq(mm_tile), bias.eq(bv_r.data)]
             with m.Case(MMKind.OUT):
-                m.d.comb += [tile.eq(Array(r_.data for _, r_, _ in wo)[i1_k]),
-                             bias.eq(bo_r.data)]
+                m.d.comb += [tile.eq(mm_tile), bias.eq(bo_r.data)]
             with m.Case(MMKind.OFFSET):
                 m.d.comb += [tile.eq(stage_word), bias.eq(mo_bias.as_value())]
         w_ij = Cat(*[tile[(j * R + i) * d:(j * R + i + 1) * d]
