@@ -101,3 +101,20 @@ def cocotb_config():
     """Inside a cocotb test: the :class:`DefaConfig` passed by :func:`run_cocotb`."""
     from defa_hw.config import DefaConfig
     return DefaConfig.from_dict(json.loads(os.environ["DEFA_CONFIG"]))
+
+
+async def clock_and_reset(dut, *, low=("valid",), cycles=3):
+    """Inside a cocotb test: start a 10 ns clock on ``dut.clk`` and hold ``dut.rst``
+    for ``cycles`` cycles with the inputs named in ``low`` at 0, releasing it on a
+    falling edge (so the first stimulus meets a clean rising edge)."""
+    import cocotb
+    from cocotb.clock import Clock
+    from cocotb.triggers import ClockCycles, FallingEdge
+    # Start low: an x->1 clock edge at time 0 would race the initial values.
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start(start_high=False))
+    dut.rst.value = 1
+    for name in low:
+        getattr(dut, name).value = 0
+    await ClockCycles(dut.clk, cycles)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0

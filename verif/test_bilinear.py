@@ -53,24 +53,12 @@ def bilinear_vectors(cfg, rng, n_random=N_RANDOM):
     return np.concatenate([directed, rand])
 
 
-async def _reset(dut):
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, FallingEdge
-    # Start low: an x->1 clock edge at time 0 would race the initial values.
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start(start_high=False))
-    dut.rst.value = 1
-    dut.valid.value = 0
-    await ClockCycles(dut.clk, 3)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
-
-
 @cocotb.test()
 async def bilinear_random_and_corners(dut):
     """>= 10,000 random vectors plus directed corners, bit-exact against golden."""
     from cocotb.triggers import FallingEdge
     from golden.bilinear import bilinear
-    from runner import cocotb_config
+    from runner import clock_and_reset, cocotb_config
     from defa_hw.bilinear import Bilinear
     cfg = cocotb_config()
     rng = np.random.default_rng(7)
@@ -87,7 +75,7 @@ async def bilinear_random_and_corners(dut):
     ports = [dut.v00, dut.v01, dut.v10, dut.v11, dut.t0, dut.t1, dut.t01]
     rows = vec.tolist()
 
-    await _reset(dut)
+    await clock_and_reset(dut)
     checked = 0
     for n in range(int(slots[-1]) + lat + 2):
         await FallingEdge(dut.clk)

@@ -94,9 +94,8 @@ def _chains(cfg, role, rng, n_ops):
 async def pe_mac_and_lend(dut):
     """MAC chains (MM, and BA probability MAC for the full role) with LEND ops interleaved."""
     import os
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, FallingEdge
-    from runner import cocotb_config
+    from cocotb.triggers import FallingEdge
+    from runner import clock_and_reset, cocotb_config
     from defa_hw.pe import ProcessingElement
     cfg = cocotb_config()
     role = os.environ["PE_ROLE"]
@@ -107,13 +106,7 @@ async def pe_mac_and_lend(dut):
     mac_at = {n + lat for n, op in enumerate(ops) if op is not None and op[0] == 0}
     prod_due = {n + plat: op[2] * op[3] for n, op in enumerate(ops) if op is not None}
 
-    # Start low: an x->1 clock edge at time 0 would race the initial values.
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start(start_high=False))
-    dut.rst.value = 1
-    dut.valid.value = 0
-    await ClockCycles(dut.clk, 3)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await clock_and_reset(dut)
 
     ports = (dut.mode, dut.first, dut.a, dut.b, dut.preload)
     checked = 0
