@@ -85,6 +85,22 @@ def _popcount(bits, width):
     return sum(bits[i] for i in range(width))
 
 
+def _count_tiles(m, issue, k, jt, q, done, *, kc, n_jt, nq):
+    """Step an MM phase's operation counters on ``issue``: K chunk ``k`` (``kc`` per
+    tile), output tile ``jt`` (``n_jt`` per query), query ``q``; ``done`` after the
+    ``nq``-th query."""
+    with m.If(issue):
+        m.d.sync += k.eq(k + 1)
+        with m.If(k == kc - 1):
+            m.d.sync += k.eq(0)
+            with m.If(jt == n_jt - 1):
+                m.d.sync += [jt.eq(0), q.eq(q + 1)]
+                with m.If(q == nq - 1):
+                    m.d.sync += done.eq(1)
+            with m.Else():
+                m.d.sync += jt.eq(jt + 1)
+
+
 class Phase(enum.Enum, shape=3):
     """Controller state; one cycle counter per phase (``Reg.CYC_*``)."""
     IDLE = 0
@@ -526,28 +542,9 @@ class DefaCore(wiring.Component):
                     i0_tag.cnt.eq(Mux(mo_take, gm_cnt, mo_cnt)),
                 ]
 
-        # ATTN counters
-        with m.If(a_issue):
-            m.d.sync += a_k.eq(a_k + 1)
-            with m.If(a_k == KC - 1):
-                m.d.sync += a_k.eq(0)
-                with m.If(a_jt == g.t_att - 1):
-                    m.d.sync += [a_jt.eq(0), a_q.eq(a_q + 1)]
-                    with m.If(a_q == nq_pass - 1):
-                        m.d.sync += a_done.eq(1)
-                with m.Else():
-                    m.d.sync += a_jt.eq(a_jt + 1)
-        # OUT counters
-        with m.If(o_issue):
-            m.d.sync += o_k.eq(o_k + 1)
-            with m.If(o_k == KC - 1):
-                m.d.sync += o_k.eq(0)
-                with m.If(o_jt == g.t_c - 1):
-                    m.d.sync += [o_jt.eq(0), o_q.eq(o_q + 1)]
-                    with m.If(o_q == nq_pass - 1):
-                        m.d.sync += o_done.eq(1)
-                with m.Else():
-                    m.d.sync += o_jt.eq(o_jt + 1)
+        # ATTN and OUT counters: chunk k, output tile jt, query q of the pass
+        _count_tiles(m, a_issue, a_k, a_jt, a_q, a_done, kc=KC, n_jt=g.t_att, nq=nq_pass)
+        _count_tiles(m, o_issue, o_k, o_jt, o_q, o_done, kc=KC, n_jt=g.t_c, nq=nq_pass)
         # VALUE counters: the pixel is latched at its first op (I1 reads cur_pix).
         m.d.comb += pix_fifo.r_en.eq(v_issue & v_new)
         with m.If(v_issue):
