@@ -258,11 +258,11 @@ def measured_statistics(cfg, *, seed=0, n_queries=200):
     """Keep patterns and pixel-pruning ratio of the golden model on a random workload
     (``golden.accuracy.random_workload``, small spatial shapes)."""
     from golden.accuracy import SMALL_DEFA_SHAPES, random_workload
-    from golden.model import defa_block, quantize_block
+    from golden.model import defa_block
+    from .workload import quantize_workload
     shapes = SMALL_DEFA_SHAPES if cfg.n_levels == 4 else None
     params, inp = random_workload(cfg, seed, shapes=shapes, n_queries=n_queries)
-    qb = quantize_block(cfg, params, inp["query"], inp["reference_points"],
-                        inp["input_flatten"], inp["spatial_shapes"], inp["fmap_mask"])
+    qb = quantize_workload(cfg, params, inp)
     res = defa_block(cfg, qb, prune=True)
     heads = res["keep"].reshape(-1, cfg.n_lp)
     return heads, res["pixels_pruned_next"] / res["pixels_total"]

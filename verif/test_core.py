@@ -25,13 +25,13 @@ QUERIES = {"tiny": 6, "defa": 2}
 
 
 def make_block(cfg, seed, *, shapes, n_queries, mask_frac=0.0, fmap_mask=None, ref_scale=1.0):
-    """A random QuantizedBlock (float workload through golden.model.quantize_block).
+    """A random QuantizedBlock (float workload through defa_hw.workload.quantize_workload, as the CLI does).
 
     ``ref_scale`` < 1 crowds the reference points into the top-left corner, so that the
     FWP generator leaves pixels untouched (a next mask with pruned pixels).
     """
     from golden.accuracy import random_workload
-    from golden.model import quantize_block
+    from defa_hw.workload import quantize_workload
     params, inputs = random_workload(cfg, seed, shapes=shapes, n_queries=n_queries)
     inputs["reference_points"] = inputs["reference_points"] * ref_scale
     S = len(inputs["fmap_mask"])
@@ -40,9 +40,7 @@ def make_block(cfg, seed, *, shapes, n_queries, mask_frac=0.0, fmap_mask=None, r
     elif mask_frac:
         rng = np.random.default_rng(seed + 1000)
         inputs["fmap_mask"] = rng.random(S) < mask_frac
-    return quantize_block(cfg, params, inputs["query"], inputs["reference_points"],
-                          inputs["input_flatten"], inputs["spatial_shapes"],
-                          inputs["fmap_mask"])
+    return quantize_workload(cfg, params, inputs)
 
 
 def check_block(cfg, qb, res, *, prune, log, perf_tol=0.02):
@@ -89,70 +87,65 @@ if cocotb is not None:
         from verif.runner import cocotb_config
         return cocotb_config()
 
-    def _shapes(cfg):
-        return SHAPES[os.environ.get("CORE_PRESET", cfg.name)]
+    async def _started(dut, **kw):
+        """The config of this build and a started CoreTB (``kw``: its seed, p_stall)."""
+        cfg = _env_cfg()
+        tb = CoreTB(dut, cfg, **kw)
+        await tb.start()
+        return cfg, tb
 
-    def _nq(cfg):
-        return int(os.environ.get("CORE_QUERIES", QUERIES.get(cfg.name, 4)))
+    def _block(cfg, seed, **kw):
+        """make_block at the regression's shapes and query count (env overrides)."""
+        shapes = SHAPES[os.environ.get("CORE_PRESET", cfg.name)]
+        nq = int(os.environ.get("CORE_QUERIES", QUERIES.get(cfg.name, 4)))
+        return make_block(cfg, seed, shapes=shapes, n_queries=nq, **kw)
 
-    async def _run_and_check(tb, cfg, qb, *, prune, load=True, **kw):
-        if load:
-            await tb.load_weights(qb)
+    async def _run_and_check(tb, cfg, qb, *, prune, **kw):
+        await tb.load_weights(qb)
         res = await tb.run_block(qb, prune=prune, max_cycles=2_000_000)
         return check_block(cfg, qb, res, prune=prune, log=tb.dut._log.info, **kw), res
 
     @cocotb.test()
     async def core_prune(dut):
         """Pruning on, an incoming fmap mask with masked pixels."""
-        cfg = _env_cfg()
-        tb = CoreTB(dut, cfg)
-        await tb.start()
-        qb = make_block(cfg, 11, shapes=_shapes(cfg), n_queries=_nq(cfg), mask_frac=0.3)
+        cfg, tb = await _started(dut)
+        qb = _block(cfg, 11, mask_frac=0.3)
         await _run_and_check(tb, cfg, qb, prune=True)
 
     @cocotb.test()
     async def core_no_prune(dut):
         """--no-prune: every point kept, next mask all False."""
-        cfg = _env_cfg()
-        tb = CoreTB(dut, cfg)
-        await tb.start()
-        qb = make_block(cfg, 12, shapes=_shapes(cfg), n_queries=_nq(cfg))
+        cfg, tb = await _started(dut)
+        qb = _block(cfg, 12)
         await _run_and_check(tb, cfg, qb, prune=False)
 
     @cocotb.test()
     async def core_stalls(dut):
         """Random valid/ready stalls on every stream (weights, fmap, queries, results)."""
-        cfg = _env_cfg()
-        tb = CoreTB(dut, cfg, seed=5, p_stall=0.4)
-        await tb.start()
-        qb = make_block(cfg, 13, shapes=_shapes(cfg), n_queries=_nq(cfg), mask_frac=0.2)
+        cfg, tb = await _started(dut, seed=5, p_stall=0.4)
+        qb = _block(cfg, 13, mask_frac=0.2)
         _, res = await _run_and_check(tb, cfg, qb, prune=True, perf_tol=None)
         assert res["stall_cycles"] > 0, "random stalls were not counted"
 
     @cocotb.test()
     async def core_reset_mid_block(dut):
         """A reset in the middle of a block, then a correct block."""
-        cfg = _env_cfg()
-        tb = CoreTB(dut, cfg, seed=7)
-        await tb.start()
-        qb1 = make_block(cfg, 14, shapes=_shapes(cfg), n_queries=_nq(cfg))
+        cfg, tb = await _started(dut, seed=7)
+        qb1 = _block(cfg, 14)
         await tb.load_weights(qb1)
         await tb.run_block(qb1, prune=True, abort_after=int(os.environ.get("CORE_ABORT", 300)))
         await tb.reset()
-        qb2 = make_block(cfg, 15, shapes=_shapes(cfg), n_queries=_nq(cfg), mask_frac=0.1)
+        qb2 = _block(cfg, 15, mask_frac=0.1)
         await _run_and_check(tb, cfg, qb2, prune=True)
 
     @cocotb.test()
     async def core_back_to_back(dut):
         """Two blocks back to back; block 1's next fmap mask is block 2's input mask."""
-        cfg = _env_cfg()
-        tb = CoreTB(dut, cfg, seed=9)
-        await tb.start()
-        qb1 = make_block(cfg, 16, shapes=_shapes(cfg), n_queries=_nq(cfg), ref_scale=0.3)
-        gold1, res1 = await _run_and_check(tb, cfg, qb1, prune=True)
+        cfg, tb = await _started(dut, seed=9)
+        qb1 = _block(cfg, 16, ref_scale=0.3)
+        _, res1 = await _run_and_check(tb, cfg, qb1, prune=True)
         assert res1["pixels_pruned_next"] > 0, "choose a workload whose next mask prunes"
-        qb2 = make_block(cfg, 17, shapes=_shapes(cfg), n_queries=_nq(cfg),
-                         fmap_mask=res1["next_fmap_mask"])
+        qb2 = _block(cfg, 17, fmap_mask=res1["next_fmap_mask"])
         assert qb2.fmap_mask.sum() == res1["pixels_pruned_next"]
         await _run_and_check(tb, cfg, qb2, prune=True)
 
