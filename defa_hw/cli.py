@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from defa_hw.config import ConfigError, load_config
 
 __all__ = ["main"]
 
@@ -38,7 +38,7 @@ def _config(args):
 def _cmd_golden(args):
     import numpy as np
     from golden.model import defa_block
-    from .workload import load_workload, quantize_workload
+    from defa_hw.model.workload import load_workload, quantize_workload
 
     cfg = _config(args)
     params, inputs = load_workload(args.inputs, cfg)
@@ -78,7 +78,7 @@ def _parse_shapes(text, cfg):
 def _cmd_make_inputs(args):
     import numpy as np
     from golden.accuracy import random_workload
-    from .workload import save_workload, validate_workload
+    from defa_hw.model.workload import save_workload, validate_workload
 
     cfg = _config(args)
     shapes = _parse_shapes(args.shapes, cfg) if args.shapes else list(cfg.max_shapes)
@@ -105,11 +105,11 @@ def _cmd_config(args):
 
 
 def _cmd_generate(args):
-    from .blocks import block_names, build_block
-    from .generate import to_verilog
+    from defa_hw.rtl.blocks import block_names, build_block
+    from defa_hw.flow.generate import to_verilog
 
     if args.list_blocks:
-        from .blocks import BLOCKS
+        from defa_hw.rtl.blocks import BLOCKS
         for name in block_names():
             print(f"{name:18s} {BLOCKS[name][2]}")
         return 0
@@ -124,7 +124,7 @@ def _cmd_generate(args):
         raise UsageError(e.args[0]) from None
     out.mkdir(parents=True, exist_ok=True)
     if name == "defa_core":
-        from .core import compact_memory_init       # same logic, 4x less Verilog
+        from defa_hw.rtl.core import compact_memory_init       # same logic, 4x less Verilog
         (out / f"{name}.v").write_text(compact_memory_init(to_verilog(comp, name=name)))
     else:
         (out / f"{name}.v").write_text(to_verilog(comp, name=name))
@@ -135,7 +135,7 @@ def _cmd_generate(args):
 
 def _cmd_simulate(args):
     # RTL simulation of one block, checked bit for bit against golden (defa_hw/simulate.py).
-    from . import simulate
+    import defa_hw.flow.simulate as simulate
     cfg = _config(args)
     try:
         return simulate.main(cfg, args)
@@ -145,7 +145,7 @@ def _cmd_simulate(args):
 
 def _cmd_synth(args):
     # Area / gate-count / FPGA reports; the flow lives in defa_hw/synth.py.
-    from . import synth
+    import synth.flow as synth
     cfg = _config(args)
     try:
         return synth.main(cfg, args)
@@ -238,7 +238,7 @@ def _build_parser():
 
 
 def main(argv=None):
-    from .workload import InputError
+    from defa_hw.model.workload import InputError
     args = _build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -12,11 +12,15 @@ import json
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["ConfigError", "DefaConfig", "PRESETS", "preset", "load_config"]
+__all__ = ["ConfigError", "CoreConfigError", "DefaConfig", "PRESETS", "preset", "load_config"]
 
 
 class ConfigError(ValueError):
     """An invalid configuration value; the message names field, value and allowed range."""
+
+
+class CoreConfigError(ConfigError):
+    """The config cannot be built as a whole core (a core-only constraint is violated)."""
 
 
 def _fail(name, value, allowed):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from defa_hw.blocks import BLOCKS, block_names
+from defa_hw.rtl.blocks import BLOCKS, block_names
 
 
 def run(*args):
@@ -45,9 +45,9 @@ def test_fast_meminit_writes_what_amaranth_writes(name):
     (softmax, non-zero init) and with zero-initialised RAMs (fmap_mask) is the same text
     as Amaranth's own emitter; ``skip_zero`` drops exactly the all-zero initialisers."""
     from amaranth.back import rtlil
-    from defa_hw.blocks import build_block
+    from defa_hw.rtl.blocks import build_block
     from defa_hw.config import preset
-    from defa_hw.generate import fast_meminit
+    from defa_hw.flow.generate import fast_meminit
 
     def convert():
         return rtlil.convert(build_block(name, preset("tiny")), name=name, emit_src=False)

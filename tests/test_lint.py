@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from defa_hw.core import core_verilog
+from defa_hw.rtl.core import core_verilog
 from defa_hw.config import preset
-from defa_hw.generate import LINT_WAIVERS
+from defa_hw.flow.generate import LINT_WAIVERS
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ path as ``defa-hw simulate``), checked bit for bit against golden, and reported:
 * wall time of the simulation (build excluded, reported separately) per simulator and
   the Icarus / Verilator ratio.
 
-Then the projection of the Deformable DETR encoder layer at 400 MHz (defa_hw.perf).
+Then the projection of the Deformable DETR encoder layer at 400 MHz (defa_hw.model.perf).
 
     python verif/bench_core.py [--presets tiny,defa] [--sims icarus,verilator] [--json F]
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from defa_hw.config import preset  # noqa: E402
-from defa_hw.perf import PHASE_NAMES, encoder_projection, format_projection, predict  # noqa: E402
-from defa_hw.simulate import (REPO_ROOT, build_core, build_dir_for,  # noqa: E402
+from defa_hw.model.perf import PHASE_NAMES, encoder_projection, format_projection, predict  # noqa: E402
+from defa_hw.flow.simulate import (REPO_ROOT, build_core, build_dir_for,  # noqa: E402
                               compare_with_golden, simulate_block)
 
 #: preset -> (spatial shapes, queries, incoming fmap-mask fraction): the regression's

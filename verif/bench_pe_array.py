@@ -27,8 +27,8 @@ TESTS = ("pe_array_mm_then_ba", "pe_array_free_run")
 def _run(sim, cfg, env):
     """Build the PE array for ``sim`` and run the two timed cocotb tests in one
     simulation; returns {test: (cycles, wall seconds)} and the total seconds."""
-    from runner import BUILD_ROOT, run_cocotb
-    from defa_hw.pe_array import PEArray
+    from verif.lib.runner import BUILD_ROOT, run_cocotb
+    from defa_hw.rtl.pe_array import PEArray
     os.environ["SIM"] = sim
     build_name = f"bench_pe_array_{cfg.name}"
     out = BUILD_ROOT / sim / build_name
@@ -57,7 +57,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from defa_hw.config import preset
-    from runner import VERILATOR_MAKEFLAGS
+    from verif.lib.runner import VERILATOR_MAKEFLAGS
     cfg = preset(args.preset)
     rows, lines = {}, []
     for sim in ("icarus", "verilator"):

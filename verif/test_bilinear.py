@@ -58,8 +58,8 @@ async def bilinear_random_and_corners(dut):
     """>= 10,000 random vectors plus directed corners, bit-exact against golden."""
     from cocotb.triggers import FallingEdge
     from golden.bilinear import bilinear
-    from runner import clock_and_reset, cocotb_config
-    from defa_hw.bilinear import Bilinear
+    from verif.lib.runner import clock_and_reset, cocotb_config
+    from defa_hw.rtl.bilinear import Bilinear
     cfg = cocotb_config()
     rng = np.random.default_rng(7)
     vec = bilinear_vectors(cfg, rng)
@@ -102,8 +102,8 @@ async def bilinear_random_and_corners(dut):
 
 @pytest.mark.parametrize("name", ["tiny", "defa"])
 def test_bilinear(name):
-    from runner import run_cocotb
-    from defa_hw.bilinear import Bilinear
+    from verif.lib.runner import run_cocotb
+    from defa_hw.rtl.bilinear import Bilinear
     cfg = preset(name)
     run_cocotb(component=Bilinear(cfg), toplevel="bilinear", test_module="test_bilinear",
                build_name=f"bilinear_{name}", cfg=cfg)
@@ -132,8 +132,8 @@ def yosys_cells(verilog_text, top, workdir):
 @pytest.mark.parametrize("name", ["tiny", "defa"])
 def test_bilinear_structure(name, tmp_path):
     """Exactly 3 multipliers and 7 adders/subtractors, nothing that hides another adder."""
-    from defa_hw.bilinear import Bilinear
-    from defa_hw.generate import to_verilog
+    from defa_hw.rtl.bilinear import Bilinear
+    from defa_hw.flow.generate import to_verilog
     cells = yosys_cells(to_verilog(Bilinear(preset(name)), name="bilinear"), "bilinear",
                         tmp_path)
     assert cells.get("$mul", 0) == 3, cells

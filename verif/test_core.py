@@ -6,7 +6,7 @@ every stream, a reset in the middle of a block followed by a correct block, and 
 blocks back to back where block 1's next fmap mask feeds block 2.  Every block is
 checked bit for bit (output codes and next fmap mask), its counters against the
 golden statistics (zero bank conflicts), and its cycle counts against the
-performance model (:mod:`defa_hw.perf`).
+performance model (:mod:`defa_hw.model.perf`).
 """
 
 import os
@@ -31,7 +31,7 @@ def make_block(cfg, seed, *, shapes, n_queries, mask_frac=0.0, fmap_mask=None, r
     FWP generator leaves pixels untouched (a next mask with pruned pixels).
     """
     from golden.accuracy import random_workload
-    from defa_hw.workload import quantize_workload
+    from defa_hw.model.workload import quantize_workload
     params, inputs = random_workload(cfg, seed, shapes=shapes, n_queries=n_queries)
     inputs["reference_points"] = inputs["reference_points"] * ref_scale
     S = len(inputs["fmap_mask"])
@@ -49,8 +49,8 @@ def check_block(cfg, qb, res, *, prune, log, perf_tol=0.02):
     ``perf_tol``: allowed relative error of the model per phase (``None`` when the
     streams stall at random: then the RTL must only be no faster than the model).
     """
-    from defa_hw.perf import PHASE_NAMES, predict
-    from defa_hw.simulate import compare_with_golden
+    from defa_hw.model.perf import PHASE_NAMES, predict
+    from defa_hw.flow.simulate import compare_with_golden
     gold, problems = compare_with_golden(cfg, qb, res, prune=prune)
     assert not problems, "; ".join(problems)
     assert int(res["points_total"]) == gold["points_total"]
@@ -79,12 +79,12 @@ except ImportError:  # pragma: no cover
 
 if cocotb is not None:
     try:
-        from core_tb import CoreTB          # inside the simulator (verif/ on PYTHONPATH)
+        from verif.lib.core_tb import CoreTB          # inside the simulator (verif/ on PYTHONPATH)
     except ImportError:
-        from verif.core_tb import CoreTB    # collected by pytest
+        from verif.lib.core_tb import CoreTB    # collected by pytest
 
     def _env_cfg():
-        from verif.runner import cocotb_config
+        from verif.lib.runner import cocotb_config
         return cocotb_config()
 
     async def _started(dut, **kw):
@@ -154,14 +154,14 @@ if cocotb is not None:
 
 #: Build folders of the core (shared with the ``defa-hw simulate`` test below).
 def _core_build_root():
-    from verif.runner import BUILD_ROOT
+    from verif.lib.runner import BUILD_ROOT
     return BUILD_ROOT / "core"
 
 
 def _run(cfg, tests, *, env=None, max_queries=None):
-    from defa_hw.core import DEFAULT_MAX_QUERIES
-    from defa_hw.simulate import build_core, build_dir_for, run_core_tests
-    from verif.runner import simulator
+    from defa_hw.rtl.core import DEFAULT_MAX_QUERIES
+    from defa_hw.flow.simulate import build_core, build_dir_for, run_core_tests
+    from verif.lib.runner import simulator
     sim = simulator()
     mq = max_queries or DEFAULT_MAX_QUERIES
     build_dir = build_dir_for(cfg, sim, _core_build_root(), mq)
@@ -212,7 +212,7 @@ def _cli(*args):
 
 def test_simulate_cli_tiny(tmp_path):
     """``defa-hw simulate`` == ``defa-hw golden`` on the same npz, plus the counters."""
-    from verif.runner import simulator
+    from verif.lib.runner import simulator
     sim = simulator()
     inp, gold, out = tmp_path / "in.npz", tmp_path / "gold.npz", tmp_path / "rtl.npz"
     shapes = ",".join(f"{h}x{w}" for h, w in SHAPES["tiny"])
@@ -252,7 +252,7 @@ def test_simulate_cli_rejects(tmp_path):
 def test_perf_projection():
     """The encoder projection: pruning helps, every phase is at or above its ideal, and
     the whole layer stays within 10% of the array-peak bound."""
-    from defa_hw.perf import PHASE_NAMES, encoder_projection
+    from defa_hw.model.perf import PHASE_NAMES, encoder_projection
     proj = encoder_projection()
     cases = list(proj["cases"].values())
     no_prune, defa = cases[0], cases[1]

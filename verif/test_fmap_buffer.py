@@ -24,13 +24,13 @@ from amaranth.hdl import Shape
 from amaranth.lib import data
 
 from defa_hw.config import preset
-from defa_hw.fmap_buffer import FmapBuffer, FmapGeometry
+from defa_hw.rtl.fmap_buffer import FmapBuffer, FmapGeometry
 from golden.fmap_buffer import (
     conflict_stats, conflict_workload, fmap_buffer, fmap_buffer_write, n_slices, new_banks,
     query_rows, window_refills,
 )
 from golden.sampling_address import sampling_address
-from runner import cocotb_config, run_cocotb
+from verif.lib.runner import cocotb_config, run_cocotb
 
 MAPPING = os.environ.get("FMAP_MAPPING", "inter")
 #: golden bank contents, carried from one cocotb test to the next like the RTL memories

@@ -20,12 +20,12 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from golden.fmap_mask import fmap_counts, fmap_mask
 from golden.model import level_start
-from defa_hw.fmap_mask import FmapMaskGenerator, bundle_layout, shapes_layout
+from defa_hw.rtl.fmap_mask import FmapMaskGenerator, bundle_layout, shapes_layout
 
 try:
-    from verif.runner import cocotb_config, run_cocotb
+    from verif.lib.runner import cocotb_config, run_cocotb
 except ImportError:  # inside the simulator, verif/ itself is on the path
-    from runner import cocotb_config, run_cocotb
+    from verif.lib.runner import cocotb_config, run_cocotb
 
 
 # ---- stimulus ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def _chains(cfg, role, rng, n_ops):
     from golden.aggregate import aggregate_acc
     from golden.bilinear import bilinear
     from golden.linear import linear_acc
-    from defa_hw.pe import pe_widths
+    from defa_hw.rtl.pe import pe_widths
     lo, hi = cfg.data_min, cfg.data_max
     lim = 1 << (cfg.mm_acc_bits - 2)
     F = cfg.coord_frac_bits
@@ -95,8 +95,8 @@ async def pe_mac_and_lend(dut):
     """MAC chains (MM, and BA probability MAC for the full role) with LEND ops interleaved."""
     import os
     from cocotb.triggers import FallingEdge
-    from runner import clock_and_reset, cocotb_config
-    from defa_hw.pe import ProcessingElement
+    from verif.lib.runner import clock_and_reset, cocotb_config
+    from defa_hw.rtl.pe import ProcessingElement
     cfg = cocotb_config()
     role = os.environ["PE_ROLE"]
     rng = np.random.default_rng(3)
@@ -141,8 +141,8 @@ async def pe_mac_and_lend(dut):
 @pytest.mark.parametrize("role", ["full", "interp"])
 @pytest.mark.parametrize("name", ["tiny", "defa"])
 def test_pe(name, role):
-    from runner import run_cocotb
-    from defa_hw.pe import ProcessingElement
+    from verif.lib.runner import run_cocotb
+    from defa_hw.rtl.pe import ProcessingElement
     cfg = preset(name)
     run_cocotb(component=ProcessingElement(cfg, role=role), toplevel="pe",
                test_module="test_pe", build_name=f"pe_{name}_{role}", cfg=cfg,
@@ -153,8 +153,8 @@ def test_pe(name, role):
 def test_pe_structure(role, tmp_path):
     """One multiplier and one adder (the accumulator), nothing else arithmetic."""
     from test_bilinear import HIDDEN_ARITH, yosys_cells
-    from defa_hw.generate import to_verilog
-    from defa_hw.pe import ProcessingElement
+    from defa_hw.flow.generate import to_verilog
+    from defa_hw.rtl.pe import ProcessingElement
     cells = yosys_cells(to_verilog(ProcessingElement(preset("defa"), role=role), name="pe"),
                         "pe", tmp_path)
     assert cells.get("$mul", 0) == 1 and cells.get("$add", 0) == 1, cells

@@ -179,7 +179,7 @@ def _unpack_signed(word, width, n):
 
 def _pack_points(pt, cfg):
     """pt: dict of (L,) arrays -> the flattened ``pt`` port (ArrayLayout of StructLayout)."""
-    from defa_hw.pe_array import ba_point_layout
+    from defa_hw.rtl.pe_array import ba_point_layout
     lay = ba_point_layout(cfg)
     word = 0
     for l in range(cfg.n_levels):
@@ -192,7 +192,7 @@ def _pack_points(pt, cfg):
 def build_program(tiles, cfg, rng):
     """Operations (one dict of port values per cycle) and expected results per tile."""
     from golden.pe_array import ba_schedule, mm_schedule, pe_array_ba, pe_array_mm
-    from defa_hw.pe_array import PEArray
+    from defa_hw.rtl.pe_array import PEArray
     d = cfg.data_bits
     gap = PEArray.BA_TO_MM_GAP
     ops, expected = [], []
@@ -258,7 +258,7 @@ async def _reset(dut):
 async def run_program(dut, cfg, ops, expected, rng):
     """Drive ``ops`` one per cycle and check every tile result; returns the cycles run."""
     from cocotb.triggers import FallingEdge
-    from defa_hw.pe_array import PEArray
+    from defa_hw.rtl.pe_array import PEArray
     lat = PEArray(cfg).LATENCY
     due = {n + lat: (mode, word, exp) for mode, n, word, exp in expected}
     ports = {k: getattr(dut, k) for k in ("valid", "mode", "first", "last", "x", "w", "bias",
@@ -308,7 +308,7 @@ def _counts(tiles, cfg):
 @cocotb.test()
 async def pe_array_mm_then_ba(dut):
     """All MM tiles, then all BA tiles (directed extremes first, then random)."""
-    from runner import cocotb_config
+    from verif.lib.runner import cocotb_config
     cfg = cocotb_config()
     rng = np.random.default_rng(1)
     n_mm, n_ba = random_ops(cfg, float(os.environ.get("PE_ARRAY_SCALE", "1")))
@@ -339,7 +339,7 @@ async def pe_array_free_run(dut):
     """Benchmark only (skipped unless PE_ARRAY_FREE_RUN = cycles): the simulator alone,
     clock running, static random MM operands, every operation a one-op tile."""
     from cocotb.triggers import ClockCycles
-    from runner import cocotb_config
+    from verif.lib.runner import cocotb_config
     cfg = cocotb_config()
     rng = np.random.default_rng(4)
     n = int(os.environ["PE_ARRAY_FREE_RUN"])
@@ -359,7 +359,7 @@ async def pe_array_free_run(dut):
 @cocotb.test()
 async def pe_array_interleaved(dut):
     """MM and BA tiles in random order, mode switches with the minimum gaps."""
-    from runner import cocotb_config
+    from verif.lib.runner import cocotb_config
     cfg = cocotb_config()
     rng = np.random.default_rng(2)
     n_mm, n_ba = random_ops(cfg, 0.25)
@@ -400,8 +400,8 @@ def _variant(name):
                                   pytest.param("tiny_l2", marks=pytest.mark.slow),
                                   pytest.param("tiny_l1", marks=pytest.mark.slow)])
 def test_pe_array(name):
-    from runner import run_cocotb
-    from defa_hw.pe_array import PEArray
+    from verif.lib.runner import run_cocotb
+    from defa_hw.rtl.pe_array import PEArray
     cfg = _variant(name)
     run_cocotb(component=PEArray(cfg), toplevel="pe_array", test_module="test_pe_array",
                build_name=f"pe_array_{name}", cfg=cfg)
@@ -412,8 +412,8 @@ def test_pe_array(name):
 def test_pe_array_structure(name, tmp_path):
     """Every multiplier is a PE multiplier, and the adders are exactly the PE
     accumulators, 7 per BA group (3-mult/7-add bilinear form) and the read-out trees."""
-    from defa_hw.generate import to_verilog
-    from defa_hw.pe_array import PEArray
+    from defa_hw.flow.generate import to_verilog
+    from defa_hw.rtl.pe_array import PEArray
     from test_bilinear import HIDDEN_ARITH, yosys_cells
     cfg = _variant(name)
     cells = yosys_cells(to_verilog(PEArray(cfg), name="pe_array"), "pe_array", tmp_path)

@@ -18,12 +18,12 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from amaranth.lib import data
 
 from golden.point_mask import point_mask
-from defa_hw.point_mask import PointMask, count_bits_for, mask_layout, point_layout
+from defa_hw.rtl.point_mask import PointMask, count_bits_for, mask_layout, point_layout
 
 try:
-    from verif.runner import cocotb_config, run_cocotb
+    from verif.lib.runner import cocotb_config, run_cocotb
 except ImportError:  # inside the simulator, verif/ itself is on the path
-    from runner import cocotb_config, run_cocotb
+    from verif.lib.runner import cocotb_config, run_cocotb
 
 
 # ---- testbench components ---------------------------------------------------------------

@@ -17,12 +17,12 @@ import pytest
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
-from defa_hw.requant import Requant
+from defa_hw.rtl.requant import Requant
 from golden.requant import requant
 try:
-    from verif.runner import cocotb_config, run_cocotb
+    from verif.lib.runner import cocotb_config, run_cocotb
 except ImportError:                        # inside the cocotb process: verif/ is on the path
-    from runner import cocotb_config, run_cocotb
+    from verif.lib.runner import cocotb_config, run_cocotb
 
 
 try:

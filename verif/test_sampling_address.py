@@ -18,14 +18,14 @@ import pytest
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
-from defa_hw.sampling_address import (SamplingAddress, address_layout, point_layout,
+from defa_hw.rtl.sampling_address import (SamplingAddress, address_layout, point_layout,
                                       shapes_layout)
 from golden.quant import round_shift
 from golden.sampling_address import sampling_address
 try:
-    from verif.runner import cocotb_config, run_cocotb
+    from verif.lib.runner import cocotb_config, run_cocotb
 except ImportError:                        # inside the cocotb process: verif/ is on the path
-    from runner import cocotb_config, run_cocotb
+    from verif.lib.runner import cocotb_config, run_cocotb
 
 FIELDS = ("x0", "y0", "t0", "t1", "t01", "clamped")
 LANES = ("inb", "bank", "addr")

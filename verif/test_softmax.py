@@ -18,12 +18,12 @@ import pytest
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
-from defa_hw.softmax import FRAC_MAX, Softmax
+from defa_hw.rtl.softmax import FRAC_MAX, Softmax
 from golden.softmax import softmax
 try:
-    from verif.runner import cocotb_config, run_cocotb
+    from verif.lib.runner import cocotb_config, run_cocotb
 except ImportError:                        # inside the cocotb process: verif/ is on the path
-    from runner import cocotb_config, run_cocotb
+    from verif.lib.runner import cocotb_config, run_cocotb
 
 
 try:

@@ -19,8 +19,8 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from defa_hw import synth
-from defa_hw.blocks import BLOCKS
+import synth.flow as synth
+from defa_hw.rtl.blocks import BLOCKS
 from defa_hw.config import preset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -335,7 +335,7 @@ def test_top_parts_are_recognised_as_their_blocks():
     """The top reuses a block's run only for hardware built by the same constructor:
     PEArray(cfg) inside defa_core is the pe_array block; Requant with the core's lanes
     and accumulator width is not the requant block; another config's array is not it."""
-    from defa_hw.blocks import build_block
+    from defa_hw.rtl.blocks import build_block
     from defa_hw.config import DefaConfig
     sig = {n: synth.structure_signature(synth.to_rtlil(build_block(n, TINY), name=n))
            for n in ("pe_array", "fmap_buffer", "requant", "softmax")}

@@ -25,7 +25,7 @@ from amaranth.hdl import Assert, Assume
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In
 
-from defa_hw.fmap_buffer import BankSelect
+from defa_hw.rtl.fmap_buffer import BankSelect
 
 __all__ = ["BankSelectProps", "BrokenBankBankSelect", "BrokenEnableBankSelect", "VARIANTS"]
 

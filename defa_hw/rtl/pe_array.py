@@ -25,8 +25,8 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
-from .bilinear import bilinear_diffs, bilinear_sum
-from .pe import PEMode, ProcessingElement
+from defa_hw.rtl.bilinear import bilinear_diffs, bilinear_sum
+from defa_hw.rtl.pe import PEMode, ProcessingElement
 
 __all__ = ["ArrayMode", "PEArray", "ba_point_layout", "ba_group_pe"]
 

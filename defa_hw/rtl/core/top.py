@@ -2,7 +2,7 @@
 
 The block diagram, dataflow phases, packet formats, register map and the places
 where cycles are lost are documented in ``docs/architecture.md`` (core sections);
-the cycle model that mirrors this controller is :mod:`defa_hw.perf`.
+the cycle model that mirrors this controller is :mod:`defa_hw.model.perf`.
 
 One shared :class:`~defa_hw.pe_array.PEArray` runs DEFA's dataflow, per pass of at
 most ``max_queries`` queries:
@@ -28,16 +28,15 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .core_if import (CTRL, REG_ADDR_BITS, REG_BITS, Reg, ResultKind, WeightTarget,
-                      check_core_config, fmap_beat_layout, offset_banks, query_beat_layout,
-                      result_beat_layout, weight_beat_layout)
-from .fmap_buffer import FmapBuffer
-from .fmap_mask import FmapMaskGenerator
-from .pe_array import ArrayMode, PEArray, ba_point_layout
-from .point_mask import PointMask
-from .requant import Requant
-from .sampling_address import SamplingAddress, shapes_layout
-from .softmax import Softmax
+from defa_hw.host.registers import CTRL, REG_ADDR_BITS, REG_BITS, Reg
+from defa_hw.rtl.core.interface import ResultKind, WeightTarget, check_core_config, fmap_beat_layout, offset_banks, query_beat_layout, result_beat_layout, weight_beat_layout
+from defa_hw.rtl.fmap_buffer import FmapBuffer
+from defa_hw.rtl.fmap_mask import FmapMaskGenerator
+from defa_hw.rtl.pe_array import ArrayMode, PEArray, ba_point_layout
+from defa_hw.rtl.point_mask import PointMask
+from defa_hw.rtl.requant import Requant
+from defa_hw.rtl.sampling_address import SamplingAddress, shapes_layout
+from defa_hw.rtl.softmax import Softmax
 
 __all__ = ["DefaCore", "Phase", "CoreGeometry", "DEFAULT_MAX_QUERIES", "core_verilog",
            "compact_memory_init"]
@@ -176,9 +175,9 @@ class DefaCore(wiring.Component):
     Attributes
     ----------
     weights, fmap, queries : In(stream)
-        Packets of :mod:`defa_hw.core_if`.
+        Packets of :mod:`defa_hw.rtl.core.interface`.
     results : Out(stream)
-        Output codes and the next fmap mask (:func:`~defa_hw.core_if.result_beat_layout`).
+        Output codes and the next fmap mask (:func:`~defa_hw.rtl.core.interface.result_beat_layout`).
     csr_addr, csr_wdata, csr_we : In
         Register write port (``Reg`` word addresses); ``csr_rdata`` is the register
         at ``csr_addr`` one cycle later.
@@ -1311,6 +1310,6 @@ def compact_memory_init(text):
 
 def core_verilog(cfg, *, max_queries=DEFAULT_MAX_QUERIES):
     """Deterministic Verilog of ``defa_core`` (``generate.to_verilog`` + compact inits)."""
-    from .generate import to_verilog
+    from defa_hw.flow.generate import to_verilog
     return compact_memory_init(to_verilog(DefaCore(cfg, max_queries=max_queries),
                                           name="defa_core"))

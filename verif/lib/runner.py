@@ -11,11 +11,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from defa_hw.generate import to_verilog
+from defa_hw.flow.generate import to_verilog
 
 __all__ = ["VERIF_DIR", "BUILD_ROOT", "simulator", "run_cocotb", "cocotb_config"]
 
-VERIF_DIR = Path(__file__).resolve().parent
+VERIF_DIR = Path(__file__).resolve().parent.parent
 BUILD_ROOT = VERIF_DIR.parent / "build" / "verif"
 
 

@@ -1,10 +1,10 @@
 """Cycle model of ``defa_core``: per-phase cycles from the config and the pruning statistics.
 
-The model mirrors the controller in :mod:`defa_hw.core` phase by phase (see
+The model mirrors the controller in :mod:`defa_hw.rtl.core` phase by phase (see
 ``docs/performance.md``); its constants are the latencies of the blocks on each
 phase's fill and drain path.  It is checked against the RTL's cycle counters on every
 regression workload (``verif/test_core.py``), and extrapolates to the Deformable DETR
-encoder layer (:func:`encoder_projection`, ``python -m defa_hw.perf``).
+encoder layer (:func:`encoder_projection`, ``python -m defa_hw.model.perf``).
 
 Inputs are what pruning decides: the PAP keep mask of every (query, head, point) and
 the incoming fmap mask.  The host model is the testbench's: streams always valid and
@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import preset
-from .core import DEFAULT_MAX_QUERIES, CoreGeometry
-from .pe_array import PEArray
-from .requant import Requant
-from .sampling_address import SamplingAddress
-from .fmap_buffer import FmapBuffer
-from .softmax import Softmax
+from defa_hw.config import preset
+from defa_hw.rtl.core import DEFAULT_MAX_QUERIES, CoreGeometry
+from defa_hw.rtl.pe_array import PEArray
+from defa_hw.rtl.requant import Requant
+from defa_hw.rtl.sampling_address import SamplingAddress
+from defa_hw.rtl.fmap_buffer import FmapBuffer
+from defa_hw.rtl.softmax import Softmax
 
 __all__ = ["Prediction", "model", "predict", "encoder_projection", "PHASE_NAMES",
            "ENCODER_SHAPES", "CLOCK_HZ"]
@@ -259,7 +259,7 @@ def measured_statistics(cfg, *, seed=0, n_queries=200):
     (``golden.accuracy.random_workload``, small spatial shapes)."""
     from golden.accuracy import SMALL_DEFA_SHAPES, random_workload
     from golden.model import defa_block
-    from .workload import quantize_workload
+    from defa_hw.model.workload import quantize_workload
     shapes = SMALL_DEFA_SHAPES if cfg.n_levels == 4 else None
     params, inp = random_workload(cfg, seed, shapes=shapes, n_queries=n_queries)
     qb = quantize_workload(cfg, params, inp)

@@ -7,7 +7,7 @@ coroutine per stream keeps the Python cost at two triggers per clock.
 
 The cocotb test :func:`simulate_entry` at the bottom is what ``defa-hw simulate``
 runs: it reads a QuantizedBlock from ``DEFA_SIM_IN`` and writes the results to
-``DEFA_SIM_OUT`` (see :mod:`defa_hw.simulate`).
+``DEFA_SIM_OUT`` (see :mod:`defa_hw.flow.simulate`).
 """
 
 import json
@@ -22,8 +22,9 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from defa_hw.core_if import (COUNTER_REGS, CTRL, HostPacker, Reg, ResultKind,
-                             register_values)
+from defa_hw.host.registers import COUNTER_REGS, CTRL, Reg, register_values
+from defa_hw.host.packing import HostPacker
+from defa_hw.rtl.core.interface import ResultKind
 
 __all__ = ["CoreTB", "BlockResult", "simulate_entry"]
 
@@ -223,7 +224,7 @@ class CoreTB:
 async def simulate_entry(dut):
     """``defa-hw simulate``: one block from ``DEFA_SIM_IN`` to ``DEFA_SIM_OUT``."""
     from defa_hw.config import DefaConfig
-    from defa_hw.simulate import load_qblock
+    from defa_hw.flow.simulate import load_qblock
     cfg = DefaConfig.from_dict(json.loads(os.environ["DEFA_CONFIG"]))
     qb = load_qblock(os.environ["DEFA_SIM_IN"])
     prune = os.environ.get("DEFA_SIM_PRUNE", "1") == "1"

@@ -1,11 +1,11 @@
 """``defa-hw simulate``: run one block through the ``defa_core`` RTL and check it.
 
-Same input contract and quantisation as ``defa-hw golden`` (:mod:`defa_hw.workload`,
+Same input contract and quantisation as ``defa-hw golden`` (:mod:`defa_hw.model.workload`,
 :func:`golden.model.quantize_block`).  The RTL is elaborated to Verilog, built once per
 (config, simulator) in a build folder and driven by the cocotb layer in
-``verif/core_tb.py`` (:class:`CoreTB`).  The result must equal
+``verif/lib/core_tb.py`` (:class:`CoreTB`).  The result must equal
 :func:`golden.model.defa_block` bit for bit; the counters are checked against the
-golden statistics and the cycles against :mod:`defa_hw.perf`.
+golden statistics and the cycles against :mod:`defa_hw.model.perf`.
 """
 
 import hashlib
@@ -17,14 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import DEFAULT_MAX_QUERIES, core_verilog
+from defa_hw.rtl.core import DEFAULT_MAX_QUERIES, core_verilog
 
-__all__ = ["REPO_ROOT", "VERIF_DIR", "save_qblock", "load_qblock", "build_core",
+__all__ = ["REPO_ROOT", "DEFAULT_BUILD_ROOT", "save_qblock", "load_qblock", "build_core",
            "run_core_tests", "fits_on_chip", "build_dir_for", "SimulateError", "simulate_block",
            "compare_with_golden"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-VERIF_DIR = REPO_ROOT / "verif"
+#: The folder holding the packages ``defa_hw``, ``golden`` and ``verif`` (the repository, or
+#: site-packages after a non-editable install).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Default build folder: ``build/simulate`` under the current directory.
+DEFAULT_BUILD_ROOT = Path("build") / "simulate"
 
 
 class SimulateError(ValueError):
@@ -66,19 +69,16 @@ def _simulator_env(sim):
                                    " CFG_CXXFLAGS_PCH_I=-include").strip()
 
 
-#: Python files that do not take part in elaborating the core.
-_NOT_RTL = {"simulate.py", "perf.py", "cli.py", "synth.py", "workload.py", "blocks.py"}
-
-
 def _source_digest(cfg, sim, max_queries):
-    """Hash of everything the generated core depends on (RTL sources, the golden softmax
-    tables, config), so an unchanged core is neither re-elaborated nor rebuilt."""
+    """Hash of everything the generated core depends on (RTL sources, the config module,
+    the golden softmax tables, config), so an unchanged core is neither re-elaborated nor
+    rebuilt."""
     h = hashlib.sha256()
-    pkg = Path(__file__).resolve().parent
-    files = [f for f in sorted(pkg.glob("*.py")) if f.name not in _NOT_RTL]
+    pkg = REPO_ROOT / "defa_hw"
+    files = sorted((pkg / "rtl").rglob("*.py")) + [pkg / "config.py", pkg / "flow" / "generate.py"]
     files += [REPO_ROOT / "golden" / "softmax.py", REPO_ROOT / "golden" / "quant.py"]
     for f in files:
-        h.update(f.name.encode())
+        h.update(f.relative_to(REPO_ROOT).as_posix().encode())
         h.update(f.read_bytes())
     h.update(cfg.to_json().encode())
     h.update(f"{sim}:{max_queries}".encode())
@@ -129,10 +129,9 @@ def run_core_tests(runner, cfg, build_dir, *, test_module, testcase=None, env=No
     the Python driving it, without simulator start-up)."""
     from cocotb_tools.runner import get_results
     # The runner hands this process's sys.path to the simulator as PYTHONPATH.
-    for p in (str(REPO_ROOT), str(VERIF_DIR)):
-        if p not in sys.path:
-            sys.path.append(p)
-    extra_env = {"PYTHONPATH": os.pathsep.join([str(VERIF_DIR), str(REPO_ROOT),
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.append(str(REPO_ROOT))
+    extra_env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "verif"),
                                                  os.environ.get("PYTHONPATH", "")]),
                  "DEFA_CONFIG": cfg.to_json()}
     extra_env.update({k: str(v) for k, v in (env or {}).items()})
@@ -199,7 +198,7 @@ class _stdout_to_stderr:
 
 def build_dir_for(cfg, sim, build_root=None, max_queries=DEFAULT_MAX_QUERIES):
     """The build folder of a (config, simulator, max_queries) under ``build_root``."""
-    root = Path(build_root) if build_root else REPO_ROOT / "build" / "simulate"
+    root = Path(build_root) if build_root else DEFAULT_BUILD_ROOT
     key = hashlib.sha256((cfg.to_json() + str(max_queries)).encode()).hexdigest()[:12]
     return root / sim / f"{cfg.name}-{key}"
 
@@ -221,7 +220,7 @@ def simulate_block(cfg, qb, *, prune=True, sim="icarus", build_root=None,
     save_qblock(inp, qb)
     log(f"simulate: running {qb.query.shape[0]} queries, {qb.input.shape[0]} pixels")
     with _stdout_to_stderr():
-        total, failed, seconds = run_core_tests(runner, cfg, build_dir, test_module="core_tb",
+        total, failed, seconds = run_core_tests(runner, cfg, build_dir, test_module="verif.lib.core_tb",
                                        testcase="simulate_entry",
                                        env={"DEFA_SIM_IN": inp, "DEFA_SIM_OUT": outp,
                                             "DEFA_SIM_PRUNE": int(bool(prune))})
@@ -240,8 +239,8 @@ def simulate_block(cfg, qb, *, prune=True, sim="icarus", build_root=None,
 def main(cfg, args):
     """``defa-hw simulate``; returns the exit status (1 when a bit differs from golden)."""
     import time
-    from .perf import predict
-    from .workload import load_workload, quantize_workload
+    from defa_hw.model.perf import predict
+    from defa_hw.model.workload import load_workload, quantize_workload
 
     params, inputs = load_workload(args.inputs, cfg)
     why = fits_on_chip(cfg, inputs["spatial_shapes"])
@@ -251,7 +250,7 @@ def main(cfg, args):
     if out.parent and not out.parent.exists():
         raise SimulateError(f"output folder {out.parent} does not exist")
     qb = quantize_workload(cfg, params, inputs)
-    from .core_if import register_values
+    from defa_hw.host.registers import register_values
     register_values(cfg, qb, prune=not args.no_prune)      # shifts fit the registers
     prune = not args.no_prune
     t0 = time.monotonic()

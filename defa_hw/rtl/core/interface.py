@@ -1,0 +1,146 @@
+"""External interface of ``defa_core``: stream packet layouts and the core-only config checks.
+
+Everything a host (the cocotb testbench, ``defa-hw simulate``, a driver written later)
+needs to talk to :class:`~defa_hw.rtl.core.DefaCore` lives here, derived from the config
+only, so the RTL, the testbench and the documentation (``docs/architecture.md``,
+packet formats and register map) cannot disagree.
+
+Streams (``amaranth.lib.stream``, valid/ready, payload = ``data.Struct``):
+
+* ``weights`` (in): one beat = one output row of one weight matrix (``C`` codes) and
+  its bias (:func:`weight_beat_layout`).  Beats carry their own address, so any order
+  is allowed; accepted only while the core is idle.
+* ``fmap`` (in): one beat per pixel of ``input_flatten`` in its order (level, y, x)
+  (:func:`fmap_beat_layout`); masked pixels may carry any data (it is ignored).
+* ``queries`` (in): one beat per query: ``C`` codes and the ``L`` reference points
+  (:func:`query_beat_layout`).
+* ``results`` (out): output rows as ``d_model / pe_cols`` beats of ``pe_cols`` codes
+  (kind ``OUTPUT``), and the next fmap mask packed ``pe_cols * data_bits`` pixels per
+  beat (kind ``MASK``); the two kinds may interleave, each in its own order
+  (:func:`result_beat_layout`).
+"""
+
+import enum as _pyenum
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+from defa_hw.config import CoreConfigError
+
+__all__ = ["WeightTarget", "ResultKind", "weight_rows", "weight_beat_layout",
+           "fmap_beat_layout", "ref_layout", "query_beat_layout", "mask_bits_per_beat",
+           "result_beat_layout", "offset_banks", "check_core_config", "CoreConfigError"]
+
+
+def _bits(n):
+    """Bits of an unsigned number holding ``0 .. n``."""
+    return max(1, int(n).bit_length())
+
+
+def check_core_config(cfg):
+    """Constraints the core adds to :class:`DefaConfig` validation (see docs/architecture.md).
+
+    * ``pe_cols`` even: the offset phase computes the (x, y) rows of one sampling point
+      in a pair of adjacent PE columns.
+    * ``d_model / pe_rows`` a multiple of ``pe_cols / 2`` and ``>= pe_cols``: the offset
+      weights are stored skewed over ``pe_cols / 2`` banks so that a batch of
+      ``pe_cols / 2`` arbitrary points is gathered without bank conflicts (one chunk per
+      bank per cycle) in ``d_model / pe_rows`` cycles, which also leaves time to fetch
+      the batch's biases one per cycle.
+    * ``4 * n_levels <= d_model``: a value-projection tile's ``pe_cols / ba_channels``
+      buffer writes fit in the ``d_model / pe_rows`` cycles of the next tile.
+    """
+    if cfg.pe_cols % 2:
+        raise CoreConfigError(f"defa_core needs an even pe_cols (got {cfg.pe_cols}): point "
+                              f"(x, y) offsets use a pair of PE columns")
+    kc = cfg.d_model // cfg.pe_rows
+    if kc % (cfg.pe_cols // 2) or kc < cfg.pe_cols:
+        raise CoreConfigError(f"defa_core needs d_model / pe_rows ({kc}) to be a multiple of "
+                              f"pe_cols / 2 ({cfg.pe_cols // 2}) and at least pe_cols "
+                              f"({cfg.pe_cols}) (skewed offset-weight banks, bias gather)")
+    if 4 * cfg.n_levels > cfg.d_model:
+        raise CoreConfigError("defa_core needs 4 * n_levels <= d_model")
+
+
+class WeightTarget(_pyenum.IntEnum):
+    """``target`` field of a weight beat: which layer the row belongs to."""
+    VALUE = 0       # value_proj        (C rows)
+    OFFSET = 1      # sampling_offsets  (M*L*P*2 rows)
+    ATTN = 2        # attention_weights (M*L*P rows)
+    OUT = 3         # output_proj       (C rows)
+
+
+class ResultKind(_pyenum.IntEnum):
+    OUTPUT = 0
+    MASK = 1
+
+
+def weight_rows(cfg):
+    """Output rows of each weight matrix (``WeightTarget.W_*``)."""
+    n_att = cfg.n_heads * cfg.n_lp
+    return {WeightTarget.VALUE: cfg.d_model, WeightTarget.OFFSET: 2 * n_att,
+            WeightTarget.ATTN: n_att, WeightTarget.OUT: cfg.d_model}
+
+
+def weight_beat_layout(cfg):
+    """One weight beat: row ``o`` of layer ``target`` (:class:`WeightTarget`).
+
+    ``weights[i]`` = ``W[o, i]`` (``nn.Linear`` layout, ``C`` codes), ``bias`` = the
+    bias code of row ``o`` at the accumulator's scale (``QuantizedBlock.b_*``).
+    """
+    rows = max(weight_rows(cfg).values())
+    return data.StructLayout({
+        "target": unsigned(2),
+        "row": unsigned(_bits(rows - 1)),
+        "weights": data.ArrayLayout(signed(cfg.data_bits), cfg.d_model),
+        "bias": signed(cfg.mm_acc_bits),
+    })
+
+
+def fmap_beat_layout(cfg):
+    """One pixel of ``input_flatten``: ``C`` codes and its incoming fmap-mask bit."""
+    return data.StructLayout({
+        "pixel": data.ArrayLayout(signed(cfg.data_bits), cfg.d_model),
+        "masked": unsigned(1),
+    })
+
+
+def ref_layout(cfg):
+    return data.StructLayout({"x": unsigned(cfg.ref_frac_bits), "y": unsigned(cfg.ref_frac_bits)})
+
+
+def query_beat_layout(cfg):
+    """One query: ``C`` codes and the reference point (x, y), UQ0.ref_frac_bits, per level."""
+    return data.StructLayout({
+        "query": data.ArrayLayout(signed(cfg.data_bits), cfg.d_model),
+        "ref": data.ArrayLayout(ref_layout(cfg), cfg.n_levels),
+    })
+
+
+def mask_bits_per_beat(cfg):
+    """Next-fmap-mask bits carried by one MASK beat (the width of ``data``)."""
+    return cfg.pe_cols * cfg.data_bits
+
+
+def result_beat_layout(cfg):
+    """One result beat.
+
+    ``kind`` (:class:`ResultKind`); ``last`` marks the last beat of its kind in the
+    block.  OUTPUT: ``data`` = ``pe_cols`` codes ``output_int[q, j*pe_cols:(j+1)*pe_cols]``
+    (code i at bits ``[i*data_bits, (i+1)*data_bits)``; q, j in row order).  MASK:
+    bit ``i < count`` of ``data`` = ``next_fmap_mask`` of the next pixel in
+    ``input_flatten`` order (``count`` = :func:`mask_bits_per_beat` except in the last).
+    """
+    mb = mask_bits_per_beat(cfg)
+    return data.StructLayout({
+        "kind": unsigned(1),
+        "last": unsigned(1),
+        "count": unsigned(_bits(mb)),
+        "data": unsigned(mb),
+    })
+
+
+def offset_banks(cfg):
+    """Skewed offset-weight banks: ``B = pe_cols / 2``; chunk ``k`` of point ``pt`` lives in
+    bank ``(pt + k) % B`` at word ``pt * (Kc / B) + k // B`` (``Kc = d_model / pe_rows``)."""
+    return cfg.pe_cols // 2

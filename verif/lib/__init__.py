@@ -1,0 +1,2 @@
+"""The verification library: simulator runner, core testbench (installed with the package,
+so ``defa-hw simulate`` works outside the repository)."""
