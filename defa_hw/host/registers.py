@@ -45,6 +45,7 @@ class Reg(_pyenum.IntEnum):
     MM_OPS = 0x2E
     BA_OPS = 0x2F
     PASSES = 0x30
+    PHASE = 0x31            # read-only: the controller's phase (rtl.core.Phase code)
     CONFIG0 = 0x3E          # read-only: d_model | n_heads << 12 | n_levels << 20 | n_points << 24
     CONFIG1 = 0x3F          # read-only: pe_rows | pe_cols << 8 | max_queries << 16
 

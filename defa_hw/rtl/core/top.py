@@ -1266,7 +1266,7 @@ class DefaCore(wiring.Component):
                              (Reg.PIXELS_PRUNED_NEXT, fwp.pixels_masked),
                              (Reg.BANK_CONFLICTS, conflicts - cnt["conflicts_base"]),
                              (Reg.MM_OPS, cnt["mm_ops"]), (Reg.BA_OPS, cnt["ba_ops"]),
-                             (Reg.PASSES, cnt["passes"]),
+                             (Reg.PASSES, cnt["passes"]), (Reg.PHASE, phase),
                              (Reg.CONFIG0, C(cfg0, 32)), (Reg.CONFIG1, C(cfg1, 32))):
                 with m.Case(reg):
                     m.d.comb += rd.eq(sig)
