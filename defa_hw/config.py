@@ -23,6 +23,12 @@ class CoreConfigError(ConfigError):
     """The config cannot be built as a whole core (a core-only constraint is violated)."""
 
 
+#: Allowed ranges of the structural fields, used by validation and to size the core's
+#: read-back registers (``defa_hw.host.registers``), so the two cannot disagree.
+LIMITS = {"d_model": (1, 4096), "n_heads": (1, 64), "n_levels": (1, 8), "n_points": (1, 16),
+          "pe_rows": (1, 64), "pe_cols": (1, 64)}
+
+
 def _fail(name, value, allowed):
     raise ConfigError(f"config field {name!r} = {value!r} is invalid: {allowed}")
 
@@ -114,12 +120,12 @@ class DefaConfig:
     # -- validation -------------------------------------------------------------------------
 
     def _validate(self):
-        _check_int("d_model", self.d_model, 1, 4096)
-        _check_int("n_heads", self.n_heads, 1, 64)
+        _check_int("d_model", self.d_model, *LIMITS["d_model"])
+        _check_int("n_heads", self.n_heads, *LIMITS["n_heads"])
         if self.d_model % self.n_heads:
             _fail("n_heads", self.n_heads, f"must divide d_model = {self.d_model}")
-        _check_int("n_levels", self.n_levels, 1, 8)
-        _check_int("n_points", self.n_points, 1, 16)
+        _check_int("n_levels", self.n_levels, *LIMITS["n_levels"])
+        _check_int("n_points", self.n_points, *LIMITS["n_points"])
         _check_int("data_bits", self.data_bits, 8, 16)
         _check_int("coord_frac_bits", self.coord_frac_bits, 2, self.data_bits - 2)
         _check_int("ref_frac_bits", self.ref_frac_bits, 8, 20)
@@ -144,8 +150,8 @@ class DefaConfig:
                 _fail("offset_bound", self.offset_bound,
                       f"every bound must be in 1..{limit} pixels (offsets are "
                       f"{self.data_bits}-bit codes with coord_frac_bits = {self.coord_frac_bits})")
-        _check_int("pe_rows", self.pe_rows, 1, 64)
-        _check_int("pe_cols", self.pe_cols, 1, 64)
+        _check_int("pe_rows", self.pe_rows, *LIMITS["pe_rows"])
+        _check_int("pe_cols", self.pe_cols, *LIMITS["pe_cols"])
         if self.d_model % self.pe_rows:
             _fail("pe_rows", self.pe_rows, f"must divide d_model = {self.d_model}")
         if self.d_model % self.pe_cols:
