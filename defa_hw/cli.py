@@ -123,13 +123,17 @@ def _cmd_generate(args):
     except KeyError as e:
         raise UsageError(e.args[0]) from None
     out.mkdir(parents=True, exist_ok=True)
+    written = [out / f"{name}.v", out / "config.json"]
     if name == "defa_core":
+        from defa_hw.host.registers import c_header
         from defa_hw.rtl.core import compact_memory_init       # same logic, 4x less Verilog
-        (out / f"{name}.v").write_text(compact_memory_init(to_verilog(comp, name=name)))
+        written[0].write_text(compact_memory_init(to_verilog(comp, name=name)))
+        written.append(out / "defa_core_regs.h")               # firmware's register map
+        written[-1].write_text(c_header(cfg, max_queries=comp.geom.mq))
     else:
-        (out / f"{name}.v").write_text(to_verilog(comp, name=name))
-    (out / "config.json").write_text(cfg.to_json())
-    print(f"wrote {out / (name + '.v')} and {out / 'config.json'}")
+        written[0].write_text(to_verilog(comp, name=name))
+    written[1].write_text(cfg.to_json())
+    print("wrote " + ", ".join(str(f) for f in written))
     return 0
 
 

@@ -61,3 +61,14 @@ def test_fast_meminit_writes_what_amaranth_writes(name):
     n_init = plain.count("cell $meminit_v2")
     zero = len(re.findall(r"connect \\DATA \d+'0+\n", plain))
     assert n_init > 0 and skipped.count("cell $meminit_v2") == n_init - zero
+
+
+def test_generate_top_writes_the_register_header(tmp_path):
+    from defa_hw.config import preset
+    r = run("generate", "--preset", "tiny", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    header = (tmp_path / "defa_core_regs.h").read_text()
+    h, w = preset("tiny").max_shapes[0]
+    assert f"#define DEFA_SHAPE0_H_MAX {h}u" in header
+    assert f"#define DEFA_SHAPE0_W_MAX {w}u" in header
+    assert (tmp_path / "defa_core.v").exists() and (tmp_path / "config.json").exists()
