@@ -67,7 +67,8 @@ def _simulator_env(sim):
 
 
 #: Python files that do not take part in elaborating the core.
-_NOT_RTL = {"simulate.py", "perf.py", "cli.py", "synth.py", "workload.py", "blocks.py"}
+_NOT_RTL = {"simulate.py", "perf.py", "cli.py", "synth.py", "workload.py", "blocks.py",
+            "calibrate.py"}
 
 
 def _source_digest(cfg, sim, max_queries):
@@ -241,6 +242,7 @@ def main(cfg, args):
     """``defa-hw simulate``; returns the exit status (1 when a bit differs from golden)."""
     import time
     from .perf import predict
+    from .calibrate import summary_fields
     from .workload import load_workload, quantize_workload
 
     params, inputs = load_workload(args.inputs, cfg)
@@ -250,7 +252,7 @@ def main(cfg, args):
     out = Path(args.out)
     if out.parent and not out.parent.exists():
         raise SimulateError(f"output folder {out.parent} does not exist")
-    qb = quantize_workload(cfg, params, inputs)
+    qb = quantize_workload(cfg, params, inputs, quant=args.quant)
     from .core_if import register_values
     register_values(cfg, qb, prune=not args.no_prune)      # shifts fit the registers
     prune = not args.no_prune
@@ -290,6 +292,7 @@ def main(cfg, args):
                                                    "utilization", "bank_conflicts",
                                                    "stall_cycles")},
                "cycles_per_phase": {ph: scalars[f"cycles_{ph}"] for ph in phases},
+               **summary_fields(inputs, dequantize(out_int, qb.qp.output), gold),
                "wall_s": round(wall, 1), "out": str(out)}
     print(json.dumps(summary))
     if problems:
