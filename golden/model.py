@@ -137,8 +137,17 @@ def quantize_block(cfg, params, query, reference_points, input_flatten, spatial_
         return frac_bits_for(np.max(np.abs(a)) if np.size(a) else 0.0, bits)
 
     f_q, f_x = act["query"], act["input_flatten"]
-    f_wv, f_ws = f_of(params["value_proj.weight"]), f_of(params["sampling_offsets.weight"])
-    f_wa, f_wo = f_of(params["attention_weights.weight"]), f_of(params["output_proj.weight"])
+    acc = cfg.mm_acc_bits - 1  # bias codes leave one bit of headroom for the sum
+
+    def f_w(name, f_in):
+        # The weight's max-abs scale, made coarser where its bias would not fit the
+        # accumulator at f_in + f_w (an all-zero weight would otherwise get 32).
+        b = params[name + ".bias"]
+        fit = frac_bits_for(np.max(np.abs(b)) if np.size(b) else 0.0, acc, lo=-64, hi=64)
+        return min(f_of(params[name + ".weight"]), fit - f_in)
+
+    f_wv, f_ws = f_w("value_proj", f_x), f_w("sampling_offsets", f_q)
+    f_wa = f_w("attention_weights", f_q)
     f_value = min(act["value"], f_x + f_wv)
     f_logit = max(0, min(act["logits"], f_q + f_wa))
     f_offset = min(cfg.coord_frac_bits, f_q + f_ws)
@@ -148,13 +157,12 @@ def quantize_block(cfg, params, query, reference_points, input_flatten, spatial_
             f"is coarser than the coordinate format Q.{cfg.coord_frac_bits}; rescale the "
             f"inputs or lower coord_frac_bits")
     f_sampled = min(act["sampled"], cfg.prob_bits + cfg.coord_frac_bits + f_value)
+    f_wo = f_w("output_proj", f_sampled)
     f_output = min(act["output"], f_sampled + f_wo)
     qp = QuantParams(query=f_q, input=f_x, w_value=f_wv, w_offset=f_ws, w_attn=f_wa,
                      w_out=f_wo, value=f_value, logit=f_logit, offset=f_offset,
                      sampled=f_sampled, output=f_output, prob=cfg.prob_bits,
                      coord=cfg.coord_frac_bits)
-
-    acc = cfg.mm_acc_bits - 1  # bias codes leave one bit of headroom for the sum
 
     def w(name, f):
         return quantize(params[name + ".weight"], f, bits)

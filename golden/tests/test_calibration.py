@@ -127,3 +127,20 @@ def test_malformed_scales_name_the_field(mutate, field):
     mutate(d)
     with pytest.raises(CalibrationError, match=f"'{field}'"):
         StaticScales.from_dict(d)
+
+
+def test_an_all_zero_weight_keeps_its_bias():
+    """Deformable DETR's initial sampling_offsets.weight is all zero with a bias of whole
+    pixels: the weight's scale must leave the bias representable, so every offset is
+    exactly the bias (in Q.F codes)."""
+    rng = np.random.default_rng(5)
+    params = reference.random_params(rng, DEFA.d_model, DEFA.n_heads, DEFA.n_levels,
+                                     DEFA.n_points, scale=0.0)
+    assert not params["sampling_offsets.weight"].any()
+    inp = reference.random_inputs(rng, np.array(SMALL_DEFA_SHAPES), 20, DEFA.d_model)
+    inp["fmap_mask"] = np.zeros(len(inp["input_flatten"]), dtype=bool)
+    _, res = _run(params, inp, None)
+    expect = params["sampling_offsets.bias"].reshape(DEFA.n_heads, DEFA.n_levels, DEFA.n_points, 2)
+    # (cos, sin) leave 1e-16 residues where a component is 0: round to whole codes.
+    expect = np.broadcast_to(np.round(expect * 2 ** DEFA.coord_frac_bits), res["offsets"].shape)
+    assert np.array_equal(res["offsets"], expect)
