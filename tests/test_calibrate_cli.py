@@ -85,3 +85,22 @@ def test_bad_quant_files_and_mixed_weights_are_one_line_exit_2(files, tmp_path):
             "--out", str(tmp_path / "q.json"))
     assert r.returncode == 2 and "other weights" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "q.json").exists()
+
+
+@pytest.mark.slow
+def test_simulate_with_static_scales_is_bit_exact(files, tmp_path):
+    """The RTL takes the static scales as golden does (builds defa_core: about a minute)."""
+    d, paths, _ = files
+    q = tmp_path / "quant.json"
+    assert run("calibrate", "--preset", "tiny", "--inputs", str(paths[0]), "--out",
+               str(q)).returncode == 0
+    small = tmp_path / "small.npz"
+    params, _ = random_workload(TINY, 0, n_queries=8)        # the weights of `files`
+    on_chip = np.array([(8, 10), (6, 5), (3, 3), (2, 2)])    # fits tiny's row windows
+    save_workload(small, params, reference.random_inputs(np.random.default_rng(7), on_chip, 8,
+                                                         TINY.d_model))
+    r = run("simulate", "--preset", "tiny", "--inputs", str(small), "--out",
+            str(tmp_path / "sim.npz"), "--quant", str(q), "--build-dir", str(tmp_path / "build"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads(r.stdout)
+    assert s["bit_exact"] and s["values_saturated"] == sum(s["saturated"].values())
