@@ -76,7 +76,11 @@ def build_model(*, checkpoint=None, layers=None, seed=0, trained_like=False, sma
         if not Path(checkpoint).is_dir():
             raise ExampleError(f"--checkpoint {checkpoint}: not a folder (expected a local "
                                f"save_pretrained folder with config.json and the weights)")
-        model = DeformableDetrModel.from_pretrained(checkpoint, local_files_only=True)
+        try:
+            model = DeformableDetrModel.from_pretrained(checkpoint, local_files_only=True)
+        except (OSError, ImportError, ValueError, TypeError) as e:
+            raise ExampleError(f"--checkpoint {checkpoint}: cannot load it "
+                               f"({str(e).splitlines()[0]})") from None
     else:
         extra = {} if layers is None else {"encoder_layers": layers}
         backbone = {"model_type": "resnet", "out_features": ["stage2", "stage3", "stage4"]}

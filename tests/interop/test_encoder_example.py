@@ -77,10 +77,21 @@ def test_the_float_path_is_the_model_itself(example):
     assert np.array_equal(out, ref) and np.array_equal(layers[-1], ref)
 
 
+def test_a_local_checkpoint_is_loaded_not_downloaded(example, tmp_path):
+    saved = example.build_model(layers=3, small=True, seed=3)
+    saved.save_pretrained(tmp_path / "ckpt")
+    rep = _run(example, tmp_path, "--checkpoint", str(tmp_path / "ckpt"), "--no-prune")
+    assert rep["checkpoint"] == str(tmp_path / "ckpt")
+    assert len(rep["runs"]["per_input"]["layers"]) == 3      # the checkpoint's, not --layers 2
+    assert rep["runs"]["per_input"]["encoder_sqnr_db"] >= 30.0
+
+
 def test_bad_arguments_are_one_line_exit_2(example, capsys):
     assert example.main(["--size", "12x"]) == 2
-    assert example.main(["--image", "/nonexistent.png", "--size", "128x128", "--layers", "1"]) == 2
+    assert example.main(["--image", "/nonexistent.png", "--size", "128x128", "--layers", "1",
+                         "--small-backbone"]) == 2
     assert example.main(["--size", "128x128", "--layers", "1", "--small-backbone",
                          "--fwp-threshold", "999"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and "fwp_threshold" in err[2] and all(line.startswith("encoder_int12: error:") for line in err)
+    assert len(err) == 3 and "fwp_threshold" in err[2]
+    assert all(line.startswith("encoder_int12: error:") for line in err)
