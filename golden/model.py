@@ -3,8 +3,9 @@
 Two stages:
 
 * :func:`quantize_block` turns float inputs and parameters into integer codes and
-  picks every power-of-two scale (static calibration from max-abs, using the float
-  reference for the activations).  This is the only place with floats.
+  picks every power-of-two scale (max-abs; the activations' from the float reference
+  on the same inputs, or fixed offline by :mod:`golden.calibration`).  This is the
+  only place with floats.
 * :func:`defa_block` runs the block in integers only, calling one golden function
   per hardware block in DEFA's dataflow order.
 """

@@ -144,13 +144,16 @@ def capture(module, *args, clip_reference_points=False, **kwargs):
     """
     kind = _interface(module)
     C, M, L, P = module_shape(module)
+    sig = inspect.signature(module.forward)
     try:
-        bound = inspect.signature(module.forward).bind(*args, **kwargs)
+        bound = sig.bind(*args, **kwargs)
     except TypeError as e:
         raise InteropError(f"the arguments do not fit {type(module).__name__}.forward: {e}") from None
     bound.apply_defaults()
     a = dict(bound.arguments)
-    a.update(a.pop("kwargs", None) or {})
+    for p in sig.parameters.values():          # HF's forward ends in **kwargs
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            a.update(a.pop(p.name, None) or {})
     query, ref, x, shapes, mask = _arrays(kind, a)
     B, Lq = query.shape[:2]
     S = int(np.sum(shapes[:, 0] * shapes[:, 1]))
