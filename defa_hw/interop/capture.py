@@ -107,7 +107,7 @@ def _bool_mask(args, name, meaning):
 
 
 def _arrays(kind, args):
-    """(query, reference_points, input_flatten, spatial_shapes, level_start, fmap_mask)."""
+    """(query, reference_points, input_flatten, spatial_shapes, fmap_mask) of a bound call."""
     if kind == "hf":
         hs = _tensor(args, "hidden_states", 3)
         pos = _tensor(args, "position_embeddings", 3, required=False)
