@@ -38,11 +38,12 @@ def _config(args):
 def _cmd_golden(args):
     import numpy as np
     from golden.model import defa_block
+    from defa_hw.model.calibrate import summary_fields
     from defa_hw.model.workload import load_workload, quantize_workload
 
     cfg = _config(args)
     params, inputs = load_workload(args.inputs, cfg)
-    qb = quantize_workload(cfg, params, inputs)
+    qb = quantize_workload(cfg, params, inputs, quant=args.quant)
     res = defa_block(cfg, qb, prune=not args.no_prune)
     stats = _stats(res)
     out = Path(args.out)
@@ -55,7 +56,8 @@ def _cmd_golden(args):
              **{k: np.int64(v) for k, v in stats.items()})
     print(json.dumps({"config": cfg.name, "queries": int(qb.query.shape[0]),
                       "pixels": int(qb.input.shape[0]), "prune": not args.no_prune,
-                      **stats, "out": str(out)}, sort_keys=False))
+                      **stats, **summary_fields(inputs, res["output"], res), "out": str(out)},
+                     sort_keys=False))
     return 0
 
 
@@ -138,7 +140,7 @@ def _cmd_generate(args):
 
 
 def _cmd_simulate(args):
-    # RTL simulation of one block, checked bit for bit against golden (defa_hw/simulate.py).
+    # RTL simulation of one block, checked bit for bit against golden (defa_hw/flow/simulate.py).
     import defa_hw.flow.simulate as simulate
     cfg = _config(args)
     try:
@@ -147,8 +149,19 @@ def _cmd_simulate(args):
         raise UsageError(str(e)) from None
 
 
+def _cmd_calibrate(args):
+    # Static activation scales over a calibration set (defa_hw/model/calibrate.py).
+    import defa_hw.model.calibrate as calibrate
+    return calibrate.main(_config(args), args)
+
+
+def _add_quant_arg(p):
+    p.add_argument("--quant", metavar="QUANT.json", help="static activation scales from "
+                   "'defa-hw calibrate' (default: calibrated on this input)")
+
+
 def _cmd_synth(args):
-    # Area / gate-count / FPGA reports; the flow lives in defa_hw/synth.py.
+    # Area / gate-count / FPGA reports; the flow lives in the synth package.
     import synth.flow as synth
     cfg = _config(args)
     try:
@@ -168,7 +181,17 @@ def _build_parser():
     g.add_argument("--out", required=True, metavar="OUT.npz")
     _add_config_args(g)
     g.add_argument("--no-prune", action="store_true", help="turn PAP and FWP off")
+    _add_quant_arg(g)
     g.set_defaults(func=_cmd_golden)
+
+    ca = sub.add_parser("calibrate", help="fix static activation scales over a calibration set",
+                        description="Max-abs of each activation (query, input_flatten, value, "
+                        "logits, sampled, output) over all inputs, as power-of-two scales "
+                        "(docs/numerics.md). The inputs must share one block's weights.")
+    ca.add_argument("--inputs", required=True, nargs="+", metavar="IN.npz")
+    ca.add_argument("--out", required=True, metavar="QUANT.json")
+    _add_config_args(ca)
+    ca.set_defaults(func=_cmd_calibrate)
 
     mk = sub.add_parser("make-inputs", help="write a random workload npz (input contract)")
     _add_config_args(mk)
@@ -205,6 +228,7 @@ def _build_parser():
     si.add_argument("--sim", choices=("icarus", "verilator"), default="icarus",
                     help="simulator (default: icarus)")
     si.add_argument("--no-prune", action="store_true", help="turn PAP and FWP off")
+    _add_quant_arg(si)
     si.add_argument("--build-dir", metavar="DIR",
                     help="build folder root (default: build/simulate in the repository)")
     si.set_defaults(func=_cmd_simulate)

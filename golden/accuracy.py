@@ -9,9 +9,10 @@ import numpy as np
 
 from defa_hw.config import preset
 from . import reference
+from .calibration import calibrate
 from .model import defa_block, quantize_block, sqnr_db
 
-__all__ = ["SMALL_DEFA_SHAPES", "random_workload", "measure"]
+__all__ = ["SMALL_DEFA_SHAPES", "random_workload", "measure", "held_out"]
 
 #: Spatial shapes that keep the defa preset fast in tests (4 levels, stride 2).
 SMALL_DEFA_SHAPES = ((24, 40), (12, 20), (6, 10), (3, 5))
@@ -28,7 +29,20 @@ def random_workload(cfg, seed, *, shapes=None, n_queries=200):
     return params, inputs
 
 
-def measure(cfg, params, inputs, *, prune):
+def held_out(cfg, seed, *, shapes=None, n_queries=200, n_calibration=4):
+    """One block (seed's weights) calibrated on ``n_calibration`` other inputs; returns
+    ``(params, held-out inputs, StaticScales)``."""
+    params, inputs = random_workload(cfg, seed, shapes=shapes, n_queries=n_queries)
+    rng = np.random.default_rng(10_000 + seed)
+    calib = []
+    for _ in range(n_calibration):
+        c = reference.random_inputs(rng, inputs["spatial_shapes"], n_queries, cfg.d_model)
+        c["fmap_mask"] = inputs["fmap_mask"]
+        calib.append((params, c))
+    return params, inputs, calibrate(cfg, calib)
+
+
+def measure(cfg, params, inputs, *, prune, scales=None):
     """SQNR of the dequantised INT12 output against the float reference, with statistics.
 
     ``sqnr_db`` compares with exact PyTorch semantics; ``sqnr_clamped_db`` with the float
@@ -36,7 +50,8 @@ def measure(cfg, params, inputs, *, prune):
     integer arithmetic from the algorithmic clamp).
     """
     qb = quantize_block(cfg, params, inputs["query"], inputs["reference_points"],
-                        inputs["input_flatten"], inputs["spatial_shapes"], inputs["fmap_mask"])
+                        inputs["input_flatten"], inputs["spatial_shapes"], inputs["fmap_mask"],
+                        scales=scales)
     res = defa_block(cfg, qb, prune=prune)
     args = (params, inputs["query"], inputs["reference_points"], inputs["input_flatten"],
             inputs["spatial_shapes"], inputs["fmap_mask"])
@@ -74,6 +89,20 @@ def main(argv=None):
                   f"(min {lo:.1f}) | {mean('sqnr_clamped_db'):.1f} "
                   f"| {100 * mean('points_pruned_frac'):.1f}% "
                   f"| {100 * mean('pixels_pruned_frac'):.1f}% |")
+    print("\nHeld-out inputs, static scales (max-abs over 4 other inputs of the same block) "
+          "vs per-input scales, defa at the shapes above:\n")
+    print("| pruning | SQNR per-input scales (dB) | SQNR static scales (dB) | values saturated |")
+    print("| --- | --- | --- | --- |")
+    cfg = preset("defa")
+    blocks = [held_out(cfg, s, shapes=SMALL_DEFA_SHAPES, n_queries=args.queries)
+              for s in range(args.seeds)]
+    for prune in (False, True):
+        own = [measure(cfg, p, i, prune=prune)["sqnr_db"] for p, i, _ in blocks]
+        static = [measure(cfg, p, i, prune=prune, scales=sc) for p, i, sc in blocks]
+        sat = sum(sum(m["result"]["saturated"].values()) for m in static)
+        print(f"| {'on' if prune else 'off'} | {np.mean(own):.1f} (min {min(own):.1f}) "
+              f"| {np.mean([m['sqnr_db'] for m in static]):.1f} "
+              f"(min {min(m['sqnr_db'] for m in static):.1f}) | {sat} |")
 
 
 if __name__ == "__main__":

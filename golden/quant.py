@@ -10,7 +10,7 @@ import numpy as np
 
 __all__ = [
     "round_shift", "saturate", "requant", "frac_bits_for", "quantize", "dequantize",
-    "quantize_unsigned",
+    "quantize_unsigned", "n_saturated",
 ]
 
 
@@ -32,6 +32,13 @@ def saturate(x, bits):
     """Clamp to the signed ``bits``-bit range ``[-2**(bits-1), 2**(bits-1) - 1]``."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return np.clip(np.asarray(x, dtype=np.int64), lo, hi)
+
+
+def n_saturated(x, bits):
+    """How many of the (integer-valued) ``x`` lie outside the signed ``bits``-bit range."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    x = np.asarray(x)
+    return int(np.count_nonzero((x < lo) | (x > hi)))
 
 
 def requant(x, shift, bits):

@@ -1,5 +1,5 @@
 """``verilator --lint-only -Wall`` on the generated top: no errors and no warnings
-beyond the waived classes of ``defa_hw.generate.LINT_WAIVERS`` (each with its reason
+beyond the waived classes of ``defa_hw.flow.generate.LINT_WAIVERS`` (each with its reason
 in docs/architecture.md)."""
 
 import re

@@ -1,7 +1,7 @@
 """Benchmark of ``defa_core``: RTL cycles vs ideal per phase, and simulator wall time.
 
 For each workload (preset, spatial shapes, queries, pruning) the block is run through
-the RTL with every simulator asked for (``defa_hw.simulate.simulate_block``, the same
+the RTL with every simulator asked for (``defa_hw.flow.simulate.simulate_block``, the same
 path as ``defa-hw simulate``), checked bit for bit against golden, and reported:
 
 * cycles per phase, the ideal cycles (array peak rate) and their ratio, and the

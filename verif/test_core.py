@@ -25,7 +25,7 @@ QUERIES = {"tiny": 6, "defa": 2}
 
 
 def make_block(cfg, seed, *, shapes, n_queries, mask_frac=0.0, fmap_mask=None, ref_scale=1.0):
-    """A random QuantizedBlock (float workload through defa_hw.workload.quantize_workload, as the CLI does).
+    """A random QuantizedBlock (float workload through defa_hw.model.workload.quantize_workload, as the CLI does).
 
     ``ref_scale`` < 1 crowds the reference points into the top-left corner, so that the
     FWP generator leaves pixels untouched (a next mask with pruned pixels).

@@ -239,6 +239,7 @@ def simulate_block(cfg, qb, *, prune=True, sim="icarus", build_root=None,
 def main(cfg, args):
     """``defa-hw simulate``; returns the exit status (1 when a bit differs from golden)."""
     import time
+    from defa_hw.model.calibrate import summary_fields
     from defa_hw.model.perf import predict
     from defa_hw.model.workload import load_workload, quantize_workload
 
@@ -249,7 +250,7 @@ def main(cfg, args):
     out = Path(args.out)
     if out.parent and not out.parent.exists():
         raise SimulateError(f"output folder {out.parent} does not exist")
-    qb = quantize_workload(cfg, params, inputs)
+    qb = quantize_workload(cfg, params, inputs, quant=args.quant)
     from defa_hw.host.registers import register_values
     register_values(cfg, qb, prune=not args.no_prune)      # shifts fit the registers
     prune = not args.no_prune
@@ -289,6 +290,7 @@ def main(cfg, args):
                                                    "utilization", "bank_conflicts",
                                                    "stall_cycles")},
                "cycles_per_phase": {ph: scalars[f"cycles_{ph}"] for ph in phases},
+               **summary_fields(inputs, dequantize(out_int, qb.qp.output), gold),
                "wall_s": round(wall, 1), "out": str(out)}
     print(json.dumps(summary))
     if problems:

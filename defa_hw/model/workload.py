@@ -2,8 +2,10 @@
 
 Arrays are named as PyTorch's MSDeformAttn (``query``, ``reference_points``,
 ``input_flatten``, ``spatial_shapes``, optional ``fmap_mask`` and the module's
-``state_dict`` names).  Every problem raises :class:`InputError` with one line that
-names the array and what is allowed.
+``state_dict`` names), plus an optional ``torch_output`` (Lq, C): the float output of
+the module the block was captured from (:mod:`defa_hw.interop`), to report SQNR
+against.  Every problem raises :class:`InputError` with one line that names the array
+and what is allowed.
 """
 
 import zipfile
@@ -41,14 +43,15 @@ def validate_workload(arrays, cfg):
     """Check ``arrays`` (a name -> ndarray mapping) against the contract and ``cfg``.
 
     Returns ``(params, inputs)``: the float64 parameter dict and a dict with
-    ``query``, ``reference_points``, ``input_flatten``, ``spatial_shapes`` (int64) and
-    ``fmap_mask`` (bool, True = masked; all False when absent).
+    ``query``, ``reference_points``, ``input_flatten``, ``spatial_shapes`` (int64),
+    ``fmap_mask`` (bool, True = masked; all False when absent) and, when present,
+    ``torch_output`` (Lq, C) float64.
     """
     C, L = cfg.d_model, cfg.n_levels
     n_off = cfg.n_heads * L * cfg.n_points * 2
     n_att = cfg.n_heads * L * cfg.n_points
     allowed = set(PARAM_NAMES) | {"query", "reference_points", "input_flatten",
-                                  "spatial_shapes", "fmap_mask"}
+                                  "spatial_shapes", "fmap_mask", "torch_output"}
     extra = sorted(set(arrays) - allowed)
     _need(not extra, f"unexpected array {extra[0]!r}" if extra else "")
 
@@ -96,6 +99,8 @@ def validate_workload(arrays, cfg):
         inputs["fmap_mask"] = m.astype(bool)
     else:
         inputs["fmap_mask"] = np.zeros(S, dtype=bool)
+    if "torch_output" in arrays:
+        inputs["torch_output"] = _float_array(arrays, "torch_output", (Lq, C))
 
     expect = {
         "value_proj.weight": (C, C), "value_proj.bias": (C,),
@@ -131,15 +136,21 @@ def save_workload(path, params, inputs):
     np.savez(path, **arrays)
 
 
-def quantize_workload(cfg, params, inputs):
+def quantize_workload(cfg, params, inputs, *, quant=None):
     """The workload as golden and the RTL take it (:func:`golden.model.quantize_block`).
 
-    A value that does not fit the INT12 formats raises :class:`InputError` (one line).
+    ``quant``: ``None`` calibrates the activation scales on these inputs; a path to a
+    ``quant.json`` (``defa-hw calibrate``) or a :class:`golden.calibration.StaticScales`
+    fixes them.  A value that does not fit the INT12 formats raises :class:`InputError`
+    (one line).
     """
     from golden.model import QuantizationError, quantize_block
+    if quant is not None and not hasattr(quant, "frac_bits"):
+        from defa_hw.model.calibrate import load_quant
+        quant = load_quant(quant)
     try:
         return quantize_block(cfg, params, inputs["query"], inputs["reference_points"],
                               inputs["input_flatten"], inputs["spatial_shapes"],
-                              inputs["fmap_mask"])
+                              inputs["fmap_mask"], scales=quant)
     except QuantizationError as e:
         raise InputError(str(e)) from None
