@@ -144,8 +144,8 @@ def _cmd_simulate(args):
 
 
 def _cmd_synth(args):
-    # Area / gate-count / FPGA reports; the flow lives in defa_hw/synth.py.
-    import synth.flow as synth
+    # Area / gate-count / FPGA reports; the flow is the top-level synth package.
+    import synth
     cfg = _config(args)
     try:
         return synth.main(cfg, args)

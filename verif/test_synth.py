@@ -1,4 +1,4 @@
-"""Tests of the synthesis flow (``defa-hw synth``, ``defa_hw/synth.py``).
+"""Tests of the synthesis flow (``defa-hw synth``, the ``synth`` package).
 
 * the baseline comparison on synthetic numbers (fails on +6 % area, -11 % Fmax);
 * the flows on small Amaranth components of this file (multipliers, a RAM, a ROM):
@@ -19,7 +19,7 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-import synth.flow as synth
+import synth
 from defa_hw.rtl.blocks import BLOCKS
 from defa_hw.config import preset
 
