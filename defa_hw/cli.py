@@ -229,7 +229,7 @@ def _build_parser():
     sy.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
                     help="ECP5 clock target for nextpnr (default: 100)")
     sy.add_argument("--check-baseline", action="store_true",
-                    help="compare with synth/baseline_<preset>.json; exit 1 on area +5%% or "
+                    help="compare with synth/baseline_<preset>.json; exit 1 on area +/-5%% or "
                     "Fmax -10%%")
     sy.add_argument("--update-baseline", action="store_true",
                     help="write synth/baseline_<preset>.json from this run")

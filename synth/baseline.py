@@ -2,10 +2,12 @@
 
 from synth.tools import SYNTH_DIR
 
-__all__ = ["AREA_TOLERANCE", "FMAX_TOLERANCE", "baseline_path", "baseline_from_report",
-           "compare_to_baseline"]
+__all__ = ["AREA_TOLERANCE", "FMAX_TOLERANCE", "baseline_path", "update_command",
+           "in_source_checkout", "baseline_from_report", "compare_to_baseline"]
 
-#: Regression tolerances (relative): area may grow 5 %, Fmax may fall 10 %.
+#: Regression tolerances (relative): area may move 5 % either way, Fmax may fall 10 %.
+#: An area that drops is not a regression of the hardware, but of the baseline: left
+#: stale, it would let the same area grow back unnoticed (or hide logic optimised away).
 AREA_TOLERANCE = 0.05
 FMAX_TOLERANCE = 0.10
 
@@ -15,7 +17,19 @@ _ECP5_INFO = ("lut", "ff", "bram", "dsp")
 
 
 def baseline_path(name):
+    """The committed baseline of preset ``name`` (package data beside this module)."""
     return SYNTH_DIR / f"baseline_{name}.json"
+
+
+def update_command(name):
+    """The command that rewrites the baseline of preset ``name`` (run in the repository)."""
+    return f"defa-hw synth --preset {name} --out build/synth/{name} --update-baseline"
+
+
+def in_source_checkout():
+    """True when this package is the repository's ``synth/`` folder (an editable install),
+    the only place where writing a baseline means anything."""
+    return (SYNTH_DIR.parent / "pyproject.toml").is_file()
 
 
 def baseline_from_report(report):
@@ -33,18 +47,20 @@ def baseline_from_report(report):
             blocks[n] = e
     return {"schema": 1, "config_name": report["config_name"], "config": report["config"],
             "tools": report["tools"], "tolerances": {"area_growth": AREA_TOLERANCE,
+                                                     "area_drop": AREA_TOLERANCE,
                                                      "fmax_drop": FMAX_TOLERANCE},
             "blocks": blocks}
 
 
 def compare_to_baseline(baseline, report, *, area_tol=AREA_TOLERANCE, fmax_tol=FMAX_TOLERANCE):
-    """(failures, notes): a failure is any area grown by more than ``area_tol`` or Fmax
-    fallen by more than ``fmax_tol`` (relative), a baseline block now missing or failing,
-    or a changed config; notes list new blocks and smaller changes."""
+    """(failures, notes): a failure is any area grown or dropped by more than ``area_tol``,
+    Fmax fallen by more than ``fmax_tol`` (relative), a baseline block now missing or
+    failing, or a changed config; notes list new blocks and smaller changes."""
     fails, notes = [], []
+    update = update_command(report.get("config_name"))
     if baseline.get("config") != report.get("config"):
         fails.append(f"config {report.get('config_name')!r} differs from the baseline's; "
-                     "refresh it with defa-hw synth --update-baseline")
+                     f"refresh it with {update}")
         return fails, notes
     cur = report["blocks"]
     for n, base in sorted(baseline["blocks"].items()):
@@ -68,6 +84,10 @@ def compare_to_baseline(baseline, report, *, area_tol=AREA_TOLERANCE, fmax_tol=F
                     if rel > area_tol:
                         fails.append(f"{n}: {k} grew {rel:+.1%} ({old:g} -> {new:g}), "
                                      f"limit +{area_tol:.0%}")
+                    elif -rel > area_tol:
+                        fails.append(f"{n}: {k} dropped {rel:+.1%} ({old:g} -> {new:g}), "
+                                     f"limit -{area_tol:.0%}; if that is intended, update "
+                                     f"the baseline: {update}")
                     elif rel:
                         notes.append(f"{n}: {k} {rel:+.1%} ({old:g} -> {new:g})")
                 elif target == "ecp5" and k == "fmax_mhz":

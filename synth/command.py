@@ -4,7 +4,8 @@ import json
 import sys
 from pathlib import Path
 
-from synth.baseline import baseline_from_report, baseline_path, compare_to_baseline
+from synth.baseline import (baseline_from_report, baseline_path, compare_to_baseline,
+                            in_source_checkout, update_command)
 from synth.report import write_reports
 from synth.runs import TARGETS, TOP_BLOCK, synthesize
 from synth.tools import SynthInputError
@@ -34,7 +35,12 @@ def main(cfg, args, *, stream=sys.stderr):
                               "(--preset NAME)")
     if args.check_baseline and not baseline_path(cfg.name).exists():
         raise SynthInputError(f"no baseline for preset {cfg.name!r} "
-                              f"(synth/baseline_{cfg.name}.json); make one with --update-baseline")
+                              f"(synth/baseline_{cfg.name}.json); make one with "
+                              f"{update_command(cfg.name)}")
+    if args.update_baseline and not in_source_checkout():
+        # An installed package's baseline would be lost with the next install.
+        raise SynthInputError("--update-baseline writes synth/baseline_<preset>.json of the "
+                              "repository; run it in a checkout installed with pip install -e .")
     out = Path(args.out)
     report = synthesize(cfg, out, targets=targets, only=only, jobs=args.jobs,
                         sweep=args.sweep, freq_mhz=args.freq, progress=stream,
