@@ -12,7 +12,7 @@ from synth.ecp5 import ECP5_PACKAGE, NEXTPNR_SEED, run_ecp5
 from synth.generic import ABC_SCRIPT, SRAM_MODEL, liberty_cells, run_generic
 from synth.plan import collect_sweep, finish_plan, plan_sweep, plan_unit, sweep_configs
 from synth.rtlil import fpga_rtlil, structure_signature, task_key, to_rtlil
-from synth.tools import SynthInputError, ToolError, progress_line, tool_versions
+from synth.tools import SynthInputError, ToolError, ToolVersions, progress_line
 
 __all__ = ["TOP_BLOCK", "TARGETS", "registered_blocks", "synthesize"]
 
@@ -88,6 +88,7 @@ def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, swe
     except OSError as e:
         raise SynthInputError(f"cannot create output folder {out}: {e.strerror}") from None
 
+    versions = ToolVersions()   # compiles the tools' WebAssembly, if need be, meanwhile
     report = {
         "schema": 1,
         "config_name": cfg.name,
@@ -95,7 +96,7 @@ def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, swe
         "targets": list(targets),
         "top": top if top in names else None,
         "fpga_top": bool(fpga_top),
-        "tools": tool_versions(),
+        "tools": None,              # filled in before the first tool run
         "models": {"liberty": liberty_cells(), "sram": dict(SRAM_MODEL), "abc_script": ABC_SCRIPT,
                    "ecp5": {"package": ECP5_PACKAGE, "freq_target_mhz": freq_mhz,
                             "seed": NEXTPNR_SEED}},
@@ -167,6 +168,7 @@ def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, swe
             wanted.append((top, "generic", plan_unit(texts[top], top, tasks,
                                                      work / "generic" / top,
                                                      compose=True, known=known)))
+        report["tools"] = versions.result()
         submit_new()
         sweep_plan = None
         if sweep:

