@@ -114,6 +114,35 @@ class Fixed(wiring.Component):
         return m
 
 
+class Unit(wiring.Component):
+    """A unit of a top that holds a registered block (ThreeMul) one level down."""
+    a: In(signed(13))
+    y: Out(signed(25))
+
+    def __init__(self, cfg=None):
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mul = mul = ThreeMul()
+        # No constant inputs: Amaranth would fold them into the instance's module.
+        m.d.comb += [mul.a.eq(self.a), mul.b.eq(self.a + 1), mul.c.eq(self.a - 1),
+                     mul.t0.eq(self.a[1:9]), mul.t1.eq(self.a[:8]), mul.t01.eq(self.a[4:12])]
+        m.d.sync += self.y.eq(mul.y + self.a)
+        return m
+
+
+class NestedTop(Unit):
+    """A top whose only part is a :class:`Unit` (and so the same ports)."""
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = unit = Unit()
+        m.d.comb += unit.a.eq(self.a)
+        m.d.sync += self.y.eq(unit.y)
+        return m
+
+
 TINY = preset("tiny")
 
 
@@ -372,6 +401,21 @@ def test_top_parts_are_recognised_as_their_blocks():
     other = DefaConfig.from_dict(dict(TINY.to_dict(), name="other", pe_rows=8, pe_cols=8))
     assert synth.structure_signature(
         synth.to_rtlil(build_block("pe_array", other), name="pe_array")) != sig["pe_array"]
+
+
+def test_top_reuses_a_block_nested_in_a_part(tmp_path):
+    """A block one level down in a part of the top is reused, not synthesised again
+    inside a flat run of the part: the part is composed (its glue + the block)."""
+    rep = synth.synthesize(TINY, tmp_path, blocks={"three_mul": ThreeMul, "top": NestedTop},
+                           targets=("generic",), top="top", progress=None)
+    runs = set(rep["run_times_s"]["generic"])
+    assert runs == {"generic/three_mul", "generic/top/glue", "generic/top/unit/glue"}
+    top, mul = rep["blocks"]["top"]["generic"], rep["blocks"]["three_mul"]["generic"]
+    assert top["method"].startswith("composed") and top["rtl_cells"]["$mul"] == 3
+    unit = top["parts"]["unit"]
+    assert unit["area_nand2_logic"] > mul["area_nand2_logic"]
+    assert top["area_nand2_logic"] == pytest.approx(top["glue"]["area_nand2_logic"]
+                                                    + unit["area_nand2_logic"], abs=0.02)
 
 
 @pytest.mark.skipif("bilinear" not in BLOCKS, reason="bilinear not registered yet")
