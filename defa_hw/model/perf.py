@@ -26,7 +26,7 @@ from defa_hw.config import preset
 from defa_hw.rtl.core import DEFAULT_MAX_QUERIES, CoreGeometry
 from defa_hw.rtl.core.attention import AttentionPath
 from defa_hw.rtl.core.ba_pipeline import BAPipeline, BASequencer
-from defa_hw.rtl.core.controller import Controller
+from defa_hw.rtl.core.controller import Controller, Phase
 from defa_hw.rtl.core.offset_gather import OffsetGather
 from defa_hw.rtl.core.results import ResultMerger
 from defa_hw.rtl.core.value_ingest import ValueIngest
@@ -36,7 +36,8 @@ from defa_hw.rtl.softmax import Softmax
 __all__ = ["Prediction", "model", "predict", "encoder_projection", "PHASE_NAMES",
            "ENCODER_SHAPES", "CLOCK_HZ"]
 
-PHASE_NAMES = ("attn", "offset", "value", "ba", "out", "tail")
+#: The controller's busy phases in order (one ``Reg.CYC_*`` counter each).
+PHASE_NAMES = tuple(p.name.lower() for p in Phase if p is not Phase.IDLE)
 
 #: Deformable DETR encoder at 800 x 1333 (strides 8, 16, 32, 64).
 ENCODER_SHAPES = ((100, 167), (50, 84), (25, 42), (13, 21))
