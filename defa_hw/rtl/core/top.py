@@ -4,17 +4,20 @@ The block diagram, dataflow phases, packet formats, register map and the places
 where cycles are lost are documented in ``docs/architecture.md`` (core sections);
 the cycle model that mirrors this controller is :mod:`defa_hw.model.perf`.
 
-One shared :class:`~defa_hw.pe_array.PEArray` runs DEFA's dataflow, per pass of at
-most ``max_queries`` queries:
+One shared :class:`~defa_hw.rtl.pe_array.PEArray` runs DEFA's dataflow, per pass of
+at most ``max_queries`` queries (the unit of each step in brackets):
 
-1. ATTN   (MM) attention logits -> requant -> softmax -> PAP point mask
+1. ATTN   (MM) attention logits -> requant -> softmax -> PAP point mask [MMIssue,
+   AttentionPath]
 2. OFFSET (MM) sampling offsets of the *kept* points only, packed ``pe_cols / 2``
-   points per output tile (skewed weight banks + gather: the F / G / M stages below)
+   points per output tile (skewed weight banks + gather) [OffsetGather, WeightStore]
 3. VALUE  (MM) value projection of the unmasked pixels into the feature buffers
-   (first pass only; masked pixels cost no array cycle and read as zero)
+   (first pass only; masked pixels cost no array cycle and read as zero) [ValueIngest]
 4. BA     (BA) sampling address -> 16-bank buffers -> bilinear + aggregation,
-   FWP counting alongside
-5. OUT    (MM) output projection -> results stream
+   FWP counting alongside [BAPipeline]
+5. OUT    (MM) output projection -> results stream [MMIssue, ResultMerger]
+
+The :class:`~defa_hw.rtl.core.controller.Controller` sequences the phases.
 
 after the last pass the FWP generator streams the next fmap mask.  Everything is
 bit-exact with :func:`golden.model.defa_block`.
