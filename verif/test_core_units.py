@@ -108,7 +108,7 @@ def test_offset_gather(seed):
             return m
 
     want = _expected_batches(g, keep)
-    ops, operands = [], []
+    ops, operands, bank_reads = [], [], []
     offs_codes = {}
 
     async def bench(ctx):
@@ -128,6 +128,8 @@ def test_offset_gather(seed):
         ctx.set(og.op.ready, 1)
         took = False
         for _ in range(50 * KC * (len(want) + 2)):
+            if ctx.get(og.offset_rd[0][0].en):             # a gather cycle: bank addresses
+                bank_reads.append([ctx.get(og.offset_rd[b][0].addr) for b in range(B)])
             if took:
                 operands.append((ctx.get(og.tile), ctx.get(og.bias)))
             took = bool(ctx.get(og.op.valid))
@@ -161,6 +163,13 @@ def test_offset_gather(seed):
 
     _run(Top(), bench)
     assert len(ops) == len(want) * KC, "one operation per K chunk of every batch"
+    # the documented bank schedule: in gather cycle c, lane i reads bank (c + i) mod B,
+    # so every bank serves exactly one lane per cycle (no conflict)
+    assert len(bank_reads) == len(want) * KC, "Kc gather cycles per batch"
+    for n, (q, pts) in enumerate(want):
+        for c in range(KC):
+            for lane, pt in enumerate(pts):
+                assert bank_reads[n * KC + c][(c + lane) % B] == pt, (n, c, lane)
     for n, (q, pts) in enumerate(want):
         for k in range(KC):
             first, kk, oq, cnt, opts = ops[n * KC + k]
