@@ -240,7 +240,7 @@ def main(cfg, args):
     """``defa-hw simulate``; returns the exit status (1 when a bit differs from golden)."""
     import time
     from defa_hw.model.calibrate import summary_fields
-    from defa_hw.model.perf import predict
+    from defa_hw.model.perf import PHASE_NAMES, predict
     from defa_hw.model.workload import load_workload, quantize_workload
 
     params, inputs = load_workload(args.inputs, cfg)
@@ -260,7 +260,7 @@ def main(cfg, args):
     gold, problems = compare_with_golden(cfg, qb, res, prune=prune)
     pred = predict(cfg, qb, gold, prune=prune, max_queries=int(res["max_queries"]))
     from golden.quant import dequantize
-    phases = ("attn", "offset", "value", "ba", "out", "tail")
+    phases = PHASE_NAMES
     ideal = pred.ideal["total"]
     scalars = {
         "cycles": int(res["cycles"]), "ideal_cycles": int(round(ideal)),

@@ -1,10 +1,11 @@
 """Cycle model of ``defa_core``: per-phase cycles from the config and the pruning statistics.
 
 The model mirrors the controller in :mod:`defa_hw.rtl.core` phase by phase (see
-``docs/performance.md``); its constants are the latencies of the blocks on each
-phase's fill and drain path.  It is checked against the RTL's cycle counters on every
-regression workload (``verif/test_core.py``), and extrapolates to the Deformable DETR
-encoder layer (:func:`encoder_projection`, ``python -m defa_hw.model.perf``).
+``docs/performance.md``); its fill and drain cycles are sums of the class constants
+that the core's units (:mod:`defa_hw.rtl.core`) and blocks export.  It is checked
+against the RTL's cycle counters on every regression workload (``verif/test_core.py``),
+and extrapolates to the Deformable DETR encoder layer (:func:`encoder_projection`,
+``python -m defa_hw.model.perf``).
 
 Inputs are what pruning decides: the PAP keep mask of every (query, head, point) and
 the incoming fmap mask.  The host model is the testbench's: streams always valid and
@@ -17,30 +18,33 @@ head_dim / ba_channels channel slices for BA.
 
 import argparse
 import json
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from defa_hw.config import preset
 from defa_hw.rtl.core import DEFAULT_MAX_QUERIES, CoreGeometry
-from defa_hw.rtl.pe_array import PEArray
-from defa_hw.rtl.requant import Requant
-from defa_hw.rtl.sampling_address import SamplingAddress
-from defa_hw.rtl.fmap_buffer import FmapBuffer
+from defa_hw.rtl.core.attention import AttentionPath
+from defa_hw.rtl.core.ba_pipeline import BAPipeline, BASequencer
+from defa_hw.rtl.core.controller import Controller, Phase
+from defa_hw.rtl.core.offset_gather import OffsetGather
+from defa_hw.rtl.core.results import ResultMerger
+from defa_hw.rtl.core.value_ingest import ValueIngest
+from defa_hw.rtl.fmap_mask import FmapMaskGenerator
 from defa_hw.rtl.softmax import Softmax
 
 __all__ = ["Prediction", "model", "predict", "encoder_projection", "PHASE_NAMES",
            "ENCODER_SHAPES", "CLOCK_HZ"]
 
-PHASE_NAMES = ("attn", "offset", "value", "ba", "out", "tail")
+#: The controller's busy phases in order (one ``Reg.CYC_*`` counter each).
+PHASE_NAMES = tuple(p.name.lower() for p in Phase if p is not Phase.IDLE)
 
 #: Deformable DETR encoder at 800 x 1333 (strides 8, 16, 32, 64).
 ENCODER_SHAPES = ((100, 167), (50, 84), (25, 42), (13, 21))
 CLOCK_HZ = 400e6
 
-#: SyncFIFOBuffered: a write is readable two cycles later.
-FIFO_LAT = 2
+#: The pixel FIFO: a fmap beat is readable by the VALUE issuer two cycles later.
+FIFO_LAT = ValueIngest.PIXEL_FIFO_LATENCY
 
 
 @dataclass
@@ -52,21 +56,6 @@ class Prediction:
     def ratio(self):
         return {k: (self.cycles[k] / self.ideal[k] if self.ideal.get(k) else None)
                 for k in self.cycles}
-
-
-class _Lat:
-    """Latencies of the blocks on the fill / drain paths (all from the RTL classes)."""
-
-    def __init__(self, cfg):
-        pe, smax = PEArray(cfg), Softmax(cfg)
-        for obj in (pe, smax):
-            obj._MustUse__silence = True       # read for their latencies, never elaborated
-        self.pe = pe.LATENCY
-        self.rq = Requant.LATENCY
-        self.sa = SamplingAddress.LATENCY
-        self.fb = FmapBuffer.LATENCY
-        self.gap = PEArray.BA_TO_MM_GAP
-        self.smax = smax
 
 
 def _head_groups(keep, g):
@@ -150,7 +139,6 @@ def model(cfg, keep, fmap_mask, shapes, *, max_queries=DEFAULT_MAX_QUERIES, prun
     VALUE fill/drain per pass).
     """
     g = CoreGeometry(cfg, max_queries)
-    lat = _Lat(cfg)
     keep = np.asarray(keep, dtype=bool).reshape(-1, g.M, g.L * g.P)
     fmap_mask = np.asarray(fmap_mask, dtype=bool)
     Lq = keep.shape[0]
@@ -162,25 +150,26 @@ def model(cfg, keep, fmap_mask, shapes, *, max_queries=DEFAULT_MAX_QUERIES, prun
     C = g.C
     n_pass = -(-Lq // g.mq)
     G, kept_heads = _head_groups(keep, g)
-    d = _drains(cfg, g, lat)
+    d = _drains(cfg, g)
+    X = Controller.EXIT
     out_len = 0
     for p in range(n_pass):
         q0, q1 = p * g.mq, min(Lq, (p + 1) * g.mq)
         nq = q1 - q0
         # ATTN: back-to-back tiles; the first query arrives first_query_delay cycles late.
-        cyc["attn"] += (first_query_delay if p == 0 else 0) + nq * T_A * KC + 1
+        cyc["attn"] += (first_query_delay if p == 0 else 0) + nq * T_A * KC + X
         # OFFSET: wait for the pass's last keep word, F forms the first batch, G gathers
         # it, then M issues every batch back to back.
         f_first, n_b = _offset_batches(kept_heads[q0:q1], g)
-        cyc["offset"] += d["keep"] + f_first + KC + d["gather"] + n_b * KC
+        cyc["offset"] += d["keep"] + f_first + KC + OffsetGather.FILL + n_b * KC
         if p == 0:
             v, _ = _value_cycles(fmap_mask, g)
             cyc["value"] += v
             ba_wait = d["value"]
         else:
             ba_wait = d["offset"] + _last_batch_levels(keep[q0:q1], g)
-        cyc["ba"] += ba_wait + int(NS * G[q0:q1].sum()) + 1
-        out_len = d["ba"] + nq * T_C * KC + 1
+        cyc["ba"] += ba_wait + int(NS * G[q0:q1].sum()) + X
+        out_len = d["ba"] + nq * T_C * KC + X
         cyc["out"] += out_len
     cyc["tail"] = max(d["out"], d["sweep"] + S - out_len)
     if value_in_passes and n_pass > 1:
@@ -204,27 +193,26 @@ def model(cfg, keep, fmap_mask, shapes, *, max_queries=DEFAULT_MAX_QUERIES, prun
                               "pixels_masked_in": int(fmap_mask.sum())})
 
 
-def _drains(cfg, g, lat):
-    """Fixed fill / drain cycles of the phase transitions, from the block latencies.
+def _drains(cfg, g):
+    """Fixed fill / drain cycles of the phase transitions: sums of the units' constants.
 
     ``keep``: last ATTN op -> its logits through the PE array, requant, the logit FIFO
     and serializer, softmax, point mask -> the pass's last keep word (OFFSET waits for
-    it).  ``gather``: keep-FIFO read (3) + G start (1) + the gather queue (2) - 1.
-    ``value`` / ``offset``: BA waits for the last value-buffer write / offset write.
-    ``ba``: OUT waits for the last aggregated sample (BA pipeline c0 -> c8, PE array,
-    requant).  ``out``: last OUT result through the result FIFO.  ``sweep``: FWP finish
-    (BA pipeline drained) -> last packed mask beat sent.
+    it).  ``value`` / ``offset``: BA waits for the last value-buffer write / offset write,
+    then its sequencer starts.  ``ba``: OUT waits for the last aggregated sample (BA
+    pipeline c0 -> c8, PE array, requant).  ``out``: last OUT result through the result
+    FIFO.  ``sweep``: FWP finish (BA pipeline drained) -> last packed mask beat sent.
     """
-    n_last = g.n_att - (g.t_att - 1) * g.Cc
-    c8 = 1 + lat.sa + lat.fb
+    mm = g.mm_result_latency                   # I1 -> requantised MM result
+    n_last = g.n_att - (g.t_att - 1) * g.Cc    # logits of the last attention tile
     return {
-        "keep": lat.pe + lat.rq + n_last + lat.smax.LATENCY_FIRST + 1 + cfg.n_lp + 2,
-        "gather": 5,
-        "value": lat.pe + lat.rq + g.wr_beats + 2,
-        "offset": lat.pe + lat.rq + 2,
-        "ba": c8 - 1 + lat.pe + lat.rq,
-        "out": lat.pe + lat.rq + 3,
-        "sweep": lat.sa + lat.fb + 8,
+        "keep": (mm + AttentionPath.LOGIT_FILL + n_last + Softmax.latency_first(cfg) +
+                 cfg.n_lp + AttentionPath.KEEP_WRITE),
+        "value": mm + ValueIngest.WRITE_LATENCY + g.wr_beats + BASequencer.START,
+        "offset": mm + OffsetGather.WRITE_BACK + BASequencer.START,
+        "ba": BAPipeline.DRAIN + mm,
+        "out": mm + ResultMerger.OUT_DRAIN,
+        "sweep": BAPipeline.DRAIN + FmapMaskGenerator.UPDATE_LATENCY + ResultMerger.MASK_DRAIN,
     }
 
 

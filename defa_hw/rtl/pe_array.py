@@ -103,13 +103,18 @@ class PEArray(wiring.Component):
     BA_ACC_STAGE = ProcessingElement.PROD_LATENCY + ProcessingElement.LATENCY
     BA_TO_MM_GAP = BA_ACC_STAGE - MM_ACC_STAGE
 
+    @classmethod
+    def latency(cls, cfg):
+        """``LATENCY`` of the array for ``cfg``, without building it (for cycle models)."""
+        return max(cls.MM_ACC_STAGE + _clog2(cfg.pe_rows),
+                   cls.BA_ACC_STAGE + _clog2(cfg.n_levels))
+
     def __init__(self, cfg):
         self.cfg = cfg
         d = cfg.data_bits
         self.mm_tree_depth = _clog2(cfg.pe_rows)
         self.ba_tree_depth = _clog2(cfg.n_levels)
-        self.LATENCY = max(self.MM_ACC_STAGE + self.mm_tree_depth,
-                           self.BA_ACC_STAGE + self.ba_tree_depth)
+        self.LATENCY = self.latency(cfg)
         super().__init__({
             "valid": In(1),
             "mode": In(ArrayMode),

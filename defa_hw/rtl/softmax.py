@@ -73,23 +73,35 @@ class Softmax(wiring.Component):
         being valid when nothing stalls.
     """
 
+    @staticmethod
+    def _division(cfg, div_bits_per_cycle):
+        """``(K, qbits, div_bits, div_steps)`` of the divider for ``cfg``."""
+        K = softmax_recip_shift(cfg)
+        # floor(2^K / sum) with sum >= 2^EXP_ONE_BITS (the max logit alone gives 1.0).
+        qbits = K - EXP_ONE_BITS + 1
+        if div_bits_per_cycle is None:
+            div_bits_per_cycle = _ceil_div(qbits, max(1, cfg.n_lp - 1))
+        return K, qbits, div_bits_per_cycle, _ceil_div(qbits, div_bits_per_cycle)
+
+    @classmethod
+    def latency_first(cls, cfg, *, div_bits_per_cycle=None):
+        """``LATENCY_FIRST`` for ``cfg``, without building the block (for cycle models).
+
+        Last logit taken -> its head's first probability valid: n_lp exp reads, 3 exp
+        stages and the sum flag, divider load and steps, 3 output stages."""
+        return cfg.n_lp + 3 + 1 + cls._division(cfg, div_bits_per_cycle)[3] + 3
+
     def __init__(self, cfg, *, div_bits_per_cycle=None):
         self.cfg = cfg
         n = cfg.n_lp
-        self.K = softmax_recip_shift(cfg)
-        # floor(2^K / sum) with sum >= 2^EXP_ONE_BITS (the max logit alone gives 1.0).
-        self.qbits = self.K - EXP_ONE_BITS + 1
-        if div_bits_per_cycle is None:
-            div_bits_per_cycle = _ceil_div(self.qbits, max(1, n - 1))
-        self.div_bits = div_bits_per_cycle
-        self.div_steps = _ceil_div(self.qbits, self.div_bits)
+        self.K, self.qbits, self.div_bits, self.div_steps = self._division(
+            cfg, div_bits_per_cycle)
+        div_bits_per_cycle = self.div_bits
         if not 1 <= self.div_bits <= self.qbits or self.div_steps * self.div_bits > self.K:
             raise ValueError(f"div_bits_per_cycle = {div_bits_per_cycle} is invalid: allowed "
                              f"range is 1..{self.qbits} with ceil({self.qbits} / bits) * bits "
                              f"<= {self.K}")
-        # Last logit taken -> its head's first probability valid: n_lp exp reads, 3 exp
-        # stages and the sum flag, divider load and steps, 3 output stages.
-        self.LATENCY_FIRST = n + 3 + 1 + self.div_steps + 3
+        self.LATENCY_FIRST = self.latency_first(cfg, div_bits_per_cycle=self.div_bits)
         # Steady state: every phase takes n_lp cycles per head except the divider, which
         # takes its load cycle plus div_steps.
         self.CYCLES_PER_HEAD = max(n, 1 + self.div_steps)

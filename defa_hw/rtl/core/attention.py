@@ -1,0 +1,194 @@
+"""Attention path of ``defa_core``: logit tiles -> serializer -> softmax -> PAP point mask,
+and the probability and keep-mask memories of the pass."""
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
+
+from defa_hw.rtl.core.common import check_geometry, MMKind, add_memory, divmod_const, lend_read_port, read_signature, rng
+from defa_hw.rtl.core.controller import Phase
+from defa_hw.rtl.core.mm_issue import mm_result_signature
+from defa_hw.rtl.point_mask import PointMask
+from defa_hw.rtl.softmax import Softmax
+
+__all__ = ["AttentionPath"]
+
+
+class AttentionPath(wiring.Component):
+    """Turns the ATTN tiles of a pass into probabilities and keep masks.
+
+    The logit FIFO holds ``attn_cap`` tiles (the MM issuer's credit, returned on
+    ``tile_taken``); the serializer feeds the softmax one logit per cycle; every
+    probability is written to the per-level probability memory of its head and fed to
+    the point mask, whose keep word (one per query and head) goes to the keep memory.
+
+    The keep memory has two readers, never active together: the offset gather's F stage
+    (``keep_rd_f``, in OFFSET) and the BA sequencer (``keep_rd_ba``, otherwise).
+
+    Signal prefixes: ``ser_`` the serializer, ``pr_`` the probability writer,
+    ``groups_done`` the keep words written.
+
+    Parameters
+    ----------
+    geom : CoreGeometry
+    count_bits : int, keyword-only
+        Width of the point mask's statistics counters.
+
+    Attributes
+    ----------
+    phase : In(Phase)
+    pass_start, start : In(1)
+        A pass starts (clears the writers); START (clears the statistics).
+    nq_pass : In
+        Queries in the pass.
+    res : In(MM results)
+        ATTN tiles (other kinds are ignored).
+    logit_frac : In(6)
+        Fraction bits of the logits (``Reg.LOGIT_FRAC``).
+    enable, threshold, threshold_we : In
+        Point mask: pruning on, and its threshold register write.
+    tile_taken : Out(1)
+        A tile left the logit FIFO (returns the ATTN issue credit).
+    keep_done : Out(1)
+        Every keep word of the pass is written.
+    keep_rd_f, keep_rd_ba : Out(read port)
+        Keep words (``n_levels * n_points`` bits) at ``query * n_heads + head``.
+    prob_rd : Out(read port) x n_levels
+        Probability codes of level ``l`` at ``(query * n_heads + head) * n_points + p``.
+    points_total, points_pruned : Out(count_bits)
+        Point mask statistics since START.
+    idle, drained : Out(1)
+        No logit waiting to be serialised / that, and every keep word of the pass written.
+
+    Constants
+    ---------
+    LOGIT_FILL : int
+        The serializer's load cycle (a tile leaves the logit FIFO into ``ser_codes``).
+    KEEP_WRITE : int
+        A head's last probability -> its keep word written (point mask) and counted.
+    """
+
+    LOGIT_FILL = 1
+    KEEP_WRITE = 2
+
+    def __init__(self, geom, *, count_bits):
+        if not isinstance(count_bits, int) or not 1 <= count_bits <= 64:
+            raise ValueError(f"count_bits = {count_bits!r} is invalid: allowed 1..64")
+        self.geom = g = check_geometry(geom)
+        self.count_bits = count_bits
+        cfg = g.cfg
+        LP = g.L * g.P
+        super().__init__({
+            "phase": In(Phase), "pass_start": In(1), "start": In(1),
+            "nq_pass": In(rng(g.mq + 1)),
+            "res": In(mm_result_signature(g)),
+            "logit_frac": In(6),
+            "enable": In(1), "threshold": In(32), "threshold_we": In(1),
+            "tile_taken": Out(1), "keep_done": Out(1),
+            "keep_rd_f": Out(read_signature(LP, g.mq * g.M)),
+            "keep_rd_ba": Out(read_signature(LP, g.mq * g.M)),
+            "prob_rd": Out(read_signature(cfg.prob_bits, g.mq * g.M * g.P)).array(g.L),
+            "points_total": Out(count_bits), "points_pruned": Out(count_bits),
+            "idle": Out(1), "drained": Out(1),
+        })
+
+    def elaborate(self, platform):
+        g = self.geom
+        cfg, d = g.cfg, g.cfg.data_bits
+        Cc, M, L, P, MQ = g.Cc, g.M, g.L, g.P, g.mq
+        LP = L * P
+        m = Module()
+        m.submodules.softmax = smax = Softmax(cfg)
+        m.submodules.pmask = pmask = PointMask(cfg, count_bits=self.count_bits)
+        m.d.comb += [
+            pmask.threshold.eq(self.threshold), pmask.threshold_we.eq(self.threshold_we),
+            pmask.enable.eq(self.enable), pmask.stat_clear.eq(self.start),
+            self.points_total.eq(pmask.points_total),
+            self.points_pruned.eq(pmask.points_pruned),
+        ]
+
+        km = add_memory(m, "keep", LP, MQ * M)
+        km_r = km.read_port()
+        km_w = km.write_port()
+        pms = []
+        for l in range(L):
+            pm = add_memory(m, f"prob{l}", cfg.prob_bits, MQ * M * P)
+            lend_read_port(m, pm, self.prob_rd[l])
+            pms.append(pm.write_port())
+        # one keep read port, lent to F in OFFSET and to the BA sequencer otherwise
+        rd = Signal.like(self.keep_rd_f.addr)
+        rd_en = Signal()
+        with m.If(self.phase == Phase.OFFSET):
+            m.d.comb += [rd.eq(self.keep_rd_f.addr), rd_en.eq(self.keep_rd_f.en)]
+        with m.Else():
+            m.d.comb += [rd.eq(self.keep_rd_ba.addr), rd_en.eq(self.keep_rd_ba.en)]
+        m.d.comb += [km_r.addr.eq(rd), km_r.en.eq(rd_en),
+                     self.keep_rd_f.data.eq(km_r.data), self.keep_rd_ba.data.eq(km_r.data)]
+
+        # ---- logit tiles -> serializer -> softmax --------------------------------------
+        m.submodules.logit_fifo = lfifo = SyncFIFOBuffered(
+            width=Cc * d + bits_for(g.t_att), depth=g.attn_cap)
+        res = self.res
+        m.d.comb += [
+            lfifo.w_data.eq(Cat(res.codes, res.tag.jt)),
+            lfifo.w_en.eq(res.valid & (res.tag.kind == MMKind.ATTN)),
+        ]
+        ser_codes = Signal(Cc * d)
+        ser_idx = Signal(rng(Cc))
+        ser_n = Signal(rng(Cc + 1))                  # valid logits in the tile
+        ser_valid = Signal()
+        ser_take = lfifo.r_rdy & (~ser_valid | (smax.logits.ready & (ser_idx == ser_n - 1)))
+        m.d.comb += [lfifo.r_en.eq(ser_take), self.tile_taken.eq(ser_take)]
+        f_jt = lfifo.r_data[Cc * d:]
+        n_last = g.n_att - (g.t_att - 1) * Cc
+        with m.If(ser_take):
+            m.d.sync += [ser_valid.eq(1), ser_idx.eq(0), ser_codes.eq(lfifo.r_data[:Cc * d]),
+                         ser_n.eq(Mux(f_jt == g.t_att - 1, n_last, Cc))]
+        with m.Elif(ser_valid & smax.logits.ready):
+            with m.If(ser_idx == ser_n - 1):
+                m.d.sync += ser_valid.eq(0)
+            with m.Else():
+                m.d.sync += ser_idx.eq(ser_idx + 1)
+        m.d.comb += [
+            smax.logits.valid.eq(ser_valid),
+            smax.logits.payload.eq(ser_codes.word_select(ser_idx, d)),
+            smax.logit_frac_bits.eq(self.logit_frac),
+        ]
+
+        # ---- probabilities: tee into the per-level memories and the point mask ----------
+        pr_i = Signal(rng(LP))
+        pr_head = Signal(rng(MQ * M + 1))
+        pr_lvl, pr_p = divmod_const(pr_i, P)
+        m.d.comb += [
+            pmask.prob.valid.eq(smax.probs.valid),
+            pmask.prob.payload.eq(smax.probs.payload),
+            smax.probs.ready.eq(pmask.prob.ready),
+            pmask.point.ready.eq(1),
+            pmask.mask.ready.eq(1),
+        ]
+        pr_acc = smax.probs.valid & smax.probs.ready
+        for l in range(L):
+            pw = pms[l]
+            m.d.comb += [pw.addr.eq(pr_head * P + pr_p), pw.data.eq(smax.probs.payload),
+                         pw.en.eq(pr_acc & (pr_lvl == l))]
+        with m.If(pr_acc):
+            with m.If(pr_i == LP - 1):
+                m.d.sync += [pr_i.eq(0), pr_head.eq(pr_head + 1)]
+            with m.Else():
+                m.d.sync += pr_i.eq(pr_i + 1)
+        groups_done = Signal(rng(MQ * M + 1))        # keep words written in this pass
+        m.d.comb += [km_w.addr.eq(groups_done), km_w.data.eq(pmask.mask.payload.keep),
+                     km_w.en.eq(pmask.mask.valid)]
+        with m.If(pmask.mask.valid):
+            m.d.sync += groups_done.eq(groups_done + 1)
+        m.d.comb += [
+            self.keep_done.eq(groups_done == self.nq_pass * M),
+            self.idle.eq(~lfifo.r_rdy & ~ser_valid),
+            self.drained.eq(~lfifo.r_rdy & ~ser_valid & self.keep_done),
+        ]
+        with m.If(self.pass_start):
+            m.d.sync += [groups_done.eq(0), pr_i.eq(0), pr_head.eq(0)]
+        return m
+

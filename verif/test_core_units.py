@@ -1,0 +1,299 @@
+"""The units of ``defa_core`` that carry their own logic, each on its own (Amaranth's
+simulator): the offset gather, the BA sequencer and the phase controller.
+
+Expectations come from the documented behaviour (``docs/architecture.md``,
+``docs/performance.md``) computed here from the inputs, never from the units' outputs.
+"""
+
+import numpy as np
+import pytest
+from amaranth import Elaboratable, Module, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from defa_hw.config import preset
+from defa_hw.rtl.core.ba_pipeline import BASequencer
+from defa_hw.rtl.core.common import CoreGeometry, MMKind
+from defa_hw.rtl.core.controller import Controller, Phase
+from defa_hw.rtl.core.interface import WeightTarget
+from defa_hw.rtl.core.offset_gather import OffsetGather
+from defa_hw.rtl.core.weights import WeightStore
+
+MQ = 4
+
+
+def _geom():
+    return CoreGeometry(preset("tiny"), MQ)
+
+
+def _run(dut, bench, *, deadline_cycles=20_000):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run_until(deadline_cycles * 1e-6)
+
+
+def _keep_words(g, rng, nq):
+    """Random keep words (bit ``l * P + p``) for ``nq`` queries, some heads empty."""
+    keep = rng.random((nq, g.M, g.L * g.P)) < rng.choice([0.2, 0.5, 0.9])
+    keep[rng.random((nq, g.M)) < 0.2] = False
+    return keep
+
+
+def _word(bits):
+    return int(sum(1 << i for i, b in enumerate(bits) if b))
+
+
+def _signed(v, bits):
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+class _KeepMemory(Elaboratable):
+    """A unit plus the keep memory that its ``keep_rd`` port reads (and more units)."""
+
+    def __init__(self, unit, keep_words, *others):
+        self.unit, self.words, self.others = unit, keep_words, others
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = u = self.unit
+        for i, o in enumerate(self.others):
+            m.submodules[f"other{i}"] = o
+        km = Memory(shape=unsigned(len(u.keep_rd.data)),
+                    depth=1 << len(u.keep_rd.addr), init=self.words)
+        m.submodules.keep = km
+        p = km.read_port()
+        m.d.comb += [p.addr.eq(u.keep_rd.addr), p.en.eq(u.keep_rd.en),
+                     u.keep_rd.data.eq(p.data)]
+        return m
+
+
+# ---- offset gather ------------------------------------------------------------------------
+
+def _expected_batches(g, keep):
+    """F's documented batching: kept points in (query, head, level, point) order, up to
+    B to a batch, a batch never spanning two queries."""
+    out = []
+    for q in range(keep.shape[0]):
+        pts = [h * g.L * g.P + int(i) for h in range(g.M) for i in np.flatnonzero(keep[q, h])]
+        out += [(q, pts[i:i + g.B]) for i in range(0, len(pts), g.B)]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_offset_gather(seed):
+    """Random keep masks: the gather hands the MM issuer exactly the kept points' offset
+    weight rows (every K chunk, x and y) and biases, batch by batch, in F's order; the
+    write-back stores each result in the level memory of its point."""
+    g = _geom()
+    cfg, d, R, KC, B = g.cfg, g.cfg.data_bits, g.R, g.kc, g.B
+    rng = np.random.default_rng(seed)
+    nq = int(rng.integers(1, MQ + 1))
+    keep = _keep_words(g, rng, nq)
+    words = [_word(keep[q, h]) for q in range(nq) for h in range(g.M)]
+    W = rng.integers(-(1 << (d - 1)), 1 << (d - 1), size=(2 * g.n_att, g.C))
+    bias = rng.integers(-(1 << 20), 1 << 20, size=2 * g.n_att)
+    ws, og = WeightStore(g), OffsetGather(g)
+    dut = _KeepMemory(og, words, ws)
+
+    class Top(Elaboratable):
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.dut = dut
+            for b in range(B):
+                for s in range(KC // B):
+                    wiring.connect(m, ws.offset_rd[b][s], og.offset_rd[b][s])
+            wiring.connect(m, ws.offset_bias_rd, og.offset_bias_rd)
+            return m
+
+    want = _expected_batches(g, keep)
+    ops, operands, bank_reads = [], [], []
+    offs_codes = {}
+
+    async def bench(ctx):
+        for row in range(2 * g.n_att):                      # load Ws through the stream
+            ctx.set(ws.weights.valid, 1)
+            ctx.set(ws.weights.payload, {"target": WeightTarget.OFFSET, "row": row,
+                                         "weights": [int(v) for v in W[row]],
+                                         "bias": int(bias[row])})
+            await ctx.tick()
+        ctx.set(ws.weights.valid, 0)
+        ctx.set(og.nq_pass, nq)
+        ctx.set(og.keep_done, 1)
+        ctx.set(og.pass_start, 1)
+        await ctx.tick()
+        ctx.set(og.pass_start, 0)
+        ctx.set(og.phase, Phase.OFFSET)
+        ctx.set(og.op.ready, 1)
+        took = False
+        for _ in range(50 * KC * (len(want) + 2)):
+            if ctx.get(og.offset_rd[0][0].en):             # a gather cycle: bank addresses
+                bank_reads.append([ctx.get(og.offset_rd[b][0].addr) for b in range(B)])
+            if took:
+                operands.append((ctx.get(og.tile), ctx.get(og.bias)))
+            took = bool(ctx.get(og.op.valid))
+            if took:
+                p = ctx.get(og.op.payload)
+                ops.append((p.first, p.k, p.q, p.cnt, [p.pts[i] for i in range(B)]))
+            if ctx.get(og.done) and not took:
+                break
+            await ctx.tick()
+        ctx.set(og.op.ready, 0)
+        # write-back: one result per batch, Kc cycles apart, random codes
+        for i, (q, pts) in enumerate(want):
+            codes = [int(c) for c in rng.integers(0, 1 << d, size=2 * B)]
+            ctx.set(og.res.valid, 1)
+            ctx.set(og.res.tag, {"kind": MMKind.OFFSET, "q": q, "cnt": len(pts),
+                                 "pts": list(pts) + [0] * (B - len(pts))})
+            ctx.set(og.res.codes, sum(c << (j * d) for j, c in enumerate(codes)))
+            for j, pt in enumerate(pts):
+                offs_codes[(q, pt)] = (codes[2 * j], codes[2 * j + 1])
+            await ctx.tick()
+            ctx.set(og.res.valid, 0)
+            await ctx.tick().repeat(KC)
+        assert not ctx.get(og.pending), "a batch's offsets were never written"
+        for (q, pt), (cx, cy) in offs_codes.items():
+            h, i = divmod(pt, g.L * g.P)
+            lvl, p = divmod(i, g.P)
+            port = og.offs_rd[lvl]
+            ctx.set(port.addr, (q * g.M + h) * g.P + p)
+            await ctx.tick()
+            assert ctx.get(port.data) == cx | (cy << d), (q, pt)
+
+    _run(Top(), bench)
+    assert len(ops) == len(want) * KC, "one operation per K chunk of every batch"
+    # the documented bank schedule: in gather cycle c, lane i reads bank (c + i) mod B,
+    # so every bank serves exactly one lane per cycle (no conflict)
+    assert len(bank_reads) == len(want) * KC, "Kc gather cycles per batch"
+    for n, (q, pts) in enumerate(want):
+        for c in range(KC):
+            for lane, pt in enumerate(pts):
+                assert bank_reads[n * KC + c][(c + lane) % B] == pt, (n, c, lane)
+    for n, (q, pts) in enumerate(want):
+        for k in range(KC):
+            first, kk, oq, cnt, opts = ops[n * KC + k]
+            assert (first, kk, oq, cnt, opts[:cnt]) == (k == 0, k, q, len(pts), pts)
+            tile, bvals = operands[n * KC + k]
+            for lane, pt in enumerate(pts):
+                for xy in range(2):
+                    got = [_signed((tile >> (((2 * lane + xy) * R + j) * d)) & ((1 << d) - 1), d)
+                           for j in range(R)]
+                    assert got == list(W[2 * pt + xy, k * R:(k + 1) * R]), (n, k, lane, xy)
+                    bv = (bvals[lane] >> (xy * g.acc)) & ((1 << g.acc) - 1)
+                    assert _signed(bv, g.acc) == bias[2 * pt + xy], (n, lane, xy)
+
+
+# ---- BA sequencer -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ba_sequencer(seed):
+    """Per (query, head, slice) the sequencer issues G = max(1, max_l kept_l) operations
+    back to back (docs/performance.md), operation g sampling the g-th kept point of every
+    level; the first comes START cycles after start_ok, done the cycle after the last."""
+    g = _geom()
+    rng = np.random.default_rng(100 + seed)
+    nq = int(rng.integers(1, MQ + 1))
+    keep = _keep_words(g, rng, nq)
+    words = [_word(keep[q, h]) for q in range(nq) for h in range(g.M)]
+    want = []
+    for q in range(nq):
+        for h in range(g.M):
+            kept = [[p for p in range(g.P) if keep[q, h, l * g.P + p]] for l in range(g.L)]
+            G = max(1, max(len(k) for k in kept))
+            for s in range(g.n_slices):
+                for o in range(G):
+                    want.append((q, h, s, o == 0, o == G - 1, s == 0,
+                                 h == g.M - 1 and s == g.n_slices - 1,
+                                 [o < len(kept[l]) for l in range(g.L)],
+                                 [kept[l][o] if o < len(kept[l]) else None
+                                  for l in range(g.L)]))
+    seq = BASequencer(g)
+    got, cycles = [], []
+
+    async def bench(ctx):
+        ctx.set(seq.nq_pass, nq)
+        ctx.set(seq.pass_start, 1)
+        await ctx.tick()
+        ctx.set(seq.pass_start, 0)
+        ctx.set(seq.phase, Phase.BA)
+        await ctx.tick().repeat(3)                # BA waits while start_ok is low
+        assert not ctx.get(seq.op.valid)
+        ctx.set(seq.start_ok, 1)
+        for cyc in range(len(want) + 20):
+            if ctx.get(seq.op.valid):
+                op = ctx.get(seq.op)
+                got.append((op.q, op.m, op.s, bool(op.first), bool(op.last), bool(op.fwp),
+                            bool(op.endq), [bool((op.keep >> l) & 1) for l in range(g.L)],
+                            [ctx.get(seq.pts[l]) if (op.keep >> l) & 1 else None
+                             for l in range(g.L)]))
+                cycles.append(cyc)
+            elif got:
+                assert ctx.get(seq.done), "done follows the last operation"
+                break
+            await ctx.tick()
+
+    _run(_KeepMemory(seq, words), bench)
+    assert got == want
+    assert len(got) == g.n_slices * sum(
+        max(1, max(keep[q, h, l * g.P:(l + 1) * g.P].sum() for l in range(g.L)))
+        for q in range(nq) for h in range(g.M))
+    assert cycles[0] == BASequencer.START
+    assert cycles == list(range(cycles[0], cycles[0] + len(got))), "back to back"
+
+
+# ---- controller ---------------------------------------------------------------------------
+
+def test_controller_walks_the_passes():
+    """ATTN -> OFFSET -> VALUE (first pass only) -> BA -> OUT -> (next pass ATTN | TAIL)
+    -> IDLE, each exit on its unit's done / drained inputs only; pass bookkeeping."""
+    g = _geom()
+    ctl = Controller(g)
+    nq = 2 * MQ + 1                                   # three passes, the last of 1 query
+    exits = {Phase.ATTN: ["attn_done"], Phase.OFFSET: ["offset_done"],
+             Phase.VALUE: ["value_in_drained", "value_issue_idle"],
+             Phase.BA: ["ba_done"], Phase.OUT: ["out_done"],
+             Phase.TAIL: ["results_drained", "mm_drained", "ba_drained"]}
+    walk = []
+
+    async def bench(ctx):
+        ctx.set(ctl.nq, nq)
+        assert ctx.get(ctl.phase) == Phase.IDLE and not ctx.get(ctl.busy)
+        ctx.set(ctl.start, 1)
+        assert ctx.get(ctl.pass_start)
+        await ctx.tick()
+        ctx.set(ctl.start, 0)
+        for _ in range(40):
+            ph = Phase(ctx.get(ctl.phase))
+            walk.append(ph)
+            if ph == Phase.IDLE:
+                break
+            assert ctx.get(ctl.busy) and not ctx.get(ctl.done)
+            pidx = ctx.get(ctl.pass_index)
+            assert ctx.get(ctl.pass_base) == pidx * MQ
+            assert ctx.get(ctl.nq_pass) == min(MQ, nq - pidx * MQ)
+            assert ctx.get(ctl.last_pass) == (pidx == 2)
+            names = exits[ph]
+            # every input but the last of the exit: the phase holds
+            for n in names[:-1]:
+                ctx.set(getattr(ctl, n), 1)
+            others = [n for v in exits.values() for n in v if n not in names]
+            for n in others:                          # other units' flags are ignored
+                ctx.set(getattr(ctl, n), 1)
+            await ctx.tick()
+            assert Phase(ctx.get(ctl.phase)) == ph, f"{ph} left without {names[-1]}"
+            for n in others:
+                ctx.set(getattr(ctl, n), 0)
+            ctx.set(getattr(ctl, names[-1]), 1)
+            nxt = ph == Phase.OUT and pidx < 2
+            assert ctx.get(ctl.next_pass) == nxt and ctx.get(ctl.pass_start) == nxt
+            await ctx.tick()
+            for n in names:
+                ctx.set(getattr(ctl, n), 0)
+        assert ctx.get(ctl.done) and ctx.get(ctl.idle)
+
+    _run(ctl, bench)
+    P = Phase
+    assert walk == [P.ATTN, P.OFFSET, P.VALUE, P.BA, P.OUT,
+                    P.ATTN, P.OFFSET, P.BA, P.OUT,
+                    P.ATTN, P.OFFSET, P.BA, P.OUT, P.TAIL, P.IDLE]
