@@ -15,7 +15,7 @@ from amaranth.sim import Simulator
 
 from defa_hw.config import LIMITS, DefaConfig, preset
 from defa_hw.host.registers import (CTRL, MAX_QUERIES_LIMIT, REGISTERS, ErrorCause, Reg,
-                                    RegisterError, c_header, encode, markdown_table,
+                                    RegisterError, c_header, decode, encode, markdown_table,
                                     registers_for)
 from defa_hw.rtl.core.registers import RegisterBlock
 
@@ -39,8 +39,7 @@ def test_addresses_unique_and_fields_disjoint():
 
 
 def _readback(reg_name, word):
-    reg = next(r for r in REGISTERS if r.name == reg_name)
-    return {f.name: (word >> f.lsb) & ((1 << f.width) - 1) for f in reg.fields}
+    return decode(reg_name, word)
 
 
 @pytest.mark.parametrize("name", ["CONFIG0", "CONFIG1"])

@@ -25,7 +25,7 @@ from defa_hw.config import LIMITS, CoreConfigError
 
 __all__ = ["Field", "Register", "REGISTERS", "Reg", "REG_BITS", "REG_ADDR_BITS", "CTRL",
            "ErrorCause", "PHASES", "COUNTER_REGS", "MAX_QUERIES_LIMIT", "field_range",
-           "field_reset", "encode", "register_values", "markdown_table", "c_header",
+           "field_reset", "encode", "decode", "register_values", "markdown_table", "c_header",
            "RegisterError"]
 
 REG_BITS = 32
@@ -276,6 +276,12 @@ def encode(cfg, name, *, max_queries=None, **values):
     if values:
         raise RegisterError(f"register {name} has no field {sorted(values)[0]!r}")
     return word
+
+
+def decode(name, word):
+    """The readable fields of register ``name`` in ``word`` (field name -> int)."""
+    return {f.name: (word >> f.lsb) & ((1 << f.width) - 1)
+            for f in _by_name(name).fields if f.access != "w"}
 
 
 def register_values(cfg, qb, *, prune=True):

@@ -22,7 +22,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from defa_hw.host.registers import COUNTER_REGS, CTRL, Reg, register_values
+from defa_hw.host.registers import COUNTER_REGS, CTRL, Reg, decode, register_values
 from defa_hw.host.packing import HostPacker
 from defa_hw.rtl.core.interface import ResultKind
 
@@ -134,7 +134,7 @@ class CoreTB:
 
     async def read_counters(self):
         res = {name: await self.read_reg(reg) for name, reg in COUNTER_REGS.items()}
-        res["max_queries"] = (await self.read_reg(Reg.CONFIG1)) >> 16
+        res["max_queries"] = decode("CONFIG1", await self.read_reg(Reg.CONFIG1))["max_queries"]
         return res
 
     async def load_weights(self, qb):

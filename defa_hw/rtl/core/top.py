@@ -25,19 +25,22 @@ bit-exact with :func:`golden.model.defa_block`.
 
 import re
 
-from amaranth import C, Cat, Module, Signal
+from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from defa_hw.host.registers import REG_ADDR_BITS, REG_BITS, Reg
+from defa_hw.host.registers import MAX_QUERIES_LIMIT, REG_ADDR_BITS, REG_BITS
 from defa_hw.rtl.core.attention import AttentionPath
 from defa_hw.rtl.core.ba_pipeline import BAPipeline
 from defa_hw.rtl.core.common import DEFAULT_MAX_QUERIES, CoreGeometry
 from defa_hw.rtl.core.controller import Controller, Phase
-from defa_hw.rtl.core.interface import fmap_beat_layout, query_beat_layout, result_beat_layout, weight_beat_layout
+from defa_hw.rtl.core.counters import Counters
+from defa_hw.rtl.core.interface import (fmap_beat_layout, query_beat_layout,
+                                        result_beat_layout, weight_beat_layout)
 from defa_hw.rtl.core.mm_issue import MMIssue
 from defa_hw.rtl.core.offset_gather import OffsetGather
 from defa_hw.rtl.core.queries import QueryBuffer
+from defa_hw.rtl.core.registers import RegisterBlock
 from defa_hw.rtl.core.results import ResultMerger
 from defa_hw.rtl.core.value_ingest import ValueIngest
 from defa_hw.rtl.core.weights import WeightStore
@@ -54,7 +57,7 @@ class DefaCore(wiring.Component):
     """The DEFA accelerator core: one MSDeformAttn block per ``start``.
 
     Built from the units of :mod:`defa_hw.rtl.core` (one file each, see
-    ``docs/architecture.md``); this class only wires them and holds the register block.
+    ``docs/architecture.md``); this class only wires them.
 
     Parameters
     ----------
@@ -78,8 +81,9 @@ class DefaCore(wiring.Component):
     """
 
     def __init__(self, cfg, *, max_queries=DEFAULT_MAX_QUERIES):
-        if not isinstance(max_queries, int) or not 1 <= max_queries <= 4096:
-            raise ValueError(f"max_queries = {max_queries!r} is invalid: allowed 1..4096")
+        if not isinstance(max_queries, int) or not 1 <= max_queries <= MAX_QUERIES_LIMIT:
+            raise ValueError(f"max_queries = {max_queries!r} is invalid: allowed "
+                             f"1..{MAX_QUERIES_LIMIT}")
         self.cfg = cfg
         self.geom = CoreGeometry(cfg, max_queries)
         super().__init__({
@@ -118,109 +122,46 @@ class DefaCore(wiring.Component):
             m.submodules[f"vbuf{h}"] = fb
             bufs.append(fb)
 
-        # ==== register block (write decode, counters, read mux) ===============================
-        phase, busy = ctl.phase, ctl.busy
-        nq = Signal(16)
-        prune = Signal(init=1)
-        sh_value, sh_logit, sh_offset, sh_agg, sh_out = (
-            Signal(6, name=f"reg_shift_{n}") for n in ("value", "logit", "offset", "agg", "out"))
-        logit_frac = Signal(6)
-        pap_thr = Signal(cfg.prob_bits + 1, init=cfg.pap_threshold_code)
-        fwp_thr = Signal(cfg.fwp_counter_bits, init=cfg.fwp_threshold)
-        shapes = Signal(shapes_layout(cfg), init=[{"h": h, "w": w} for h, w in cfg.max_shapes])
-        start = Signal()
-        m.d.comb += start.eq(self.csr_we & (self.csr_addr == Reg.CTRL) &
-                             self.csr_wdata[0] & ~busy)
-        with m.If(self.csr_we):
-            with m.Switch(self.csr_addr):
-                with m.Case(Reg.NQ):
-                    m.d.sync += nq.eq(self.csr_wdata)
-                with m.Case(Reg.FLAGS):
-                    m.d.sync += prune.eq(self.csr_wdata[0])
-                for reg, sig in ((Reg.SHIFT_VALUE, sh_value), (Reg.SHIFT_LOGIT, sh_logit),
-                                 (Reg.SHIFT_OFFSET, sh_offset), (Reg.SHIFT_AGG, sh_agg),
-                                 (Reg.SHIFT_OUT, sh_out), (Reg.LOGIT_FRAC, logit_frac),
-                                 (Reg.PAP_THRESHOLD, pap_thr), (Reg.FWP_THRESHOLD, fwp_thr)):
-                    with m.Case(reg):
-                        m.d.sync += sig.eq(self.csr_wdata)
-                for l in range(L):
-                    with m.Case(Reg.SHAPE0 + l):
-                        m.d.sync += [shapes[l].h.eq(self.csr_wdata[:16]),
-                                     shapes[l].w.eq(self.csr_wdata[16:])]
+        # ---- registers and counters (the register table: defa_hw/host/registers.py) ----------
+        m.submodules.regs = regs = RegisterBlock(cfg, max_queries=g.mq)
+        m.submodules.counters = cnt = Counters()
+        phase, busy, start = ctl.phase, ctl.busy, regs.start
         m.d.comb += [
-            at.threshold.eq(self.csr_wdata), fwp.threshold.eq(self.csr_wdata),
-            at.threshold_we.eq(self.csr_we & (self.csr_addr == Reg.PAP_THRESHOLD)),
-            fwp.threshold_we.eq(self.csr_we & (self.csr_addr == Reg.FWP_THRESHOLD)),
-            at.enable.eq(prune), fwp.enable.eq(prune),
-            self.busy.eq(busy), self.done.eq(ctl.done),
+            regs.csr_addr.eq(self.csr_addr), regs.csr_wdata.eq(self.csr_wdata),
+            regs.csr_we.eq(self.csr_we), self.csr_rdata.eq(regs.csr_rdata),
+            regs.busy.eq(busy), regs.done.eq(ctl.done), regs.ready.eq(~fwp.busy),
+            regs.phase.eq(phase), self.busy.eq(busy), self.done.eq(ctl.done),
+            regs.points_total.eq(at.points_total), regs.points_pruned.eq(at.points_pruned),
+            regs.pixels_pruned_next.eq(fwp.pixels_masked),
         ]
-        for unit, regs in ((mm, {"shift_logit": sh_logit, "shift_offset": sh_offset,
-                                 "shift_value": sh_value, "shift_out": sh_out}),
-                           (at, {"logit_frac": logit_frac}),
-                           (ba, {"shift_agg": sh_agg, "shapes": shapes}),
-                           (vi, {"shapes": shapes}), (qb, {"nq": nq}), (ctl, {"nq": nq})):
-            m.d.comb += [getattr(unit, k).eq(v) for k, v in regs.items()]
-
-        cnt = {k: Signal(REG_BITS, name=f"cnt_{k}") for k in (
-            "cycles", "attn", "offset", "value", "ba", "out", "tail", "stall", "clamped",
-            "masked_in", "conflicts_base", "mm_ops", "ba_ops", "passes")}
-        # External stalls: an issuer that has work waits for a stream or a credit.
-        stall = mm.stall | ((phase == Phase.TAIL) & rm.blocked)
-        with m.If(busy):
-            m.d.sync += [cnt["cycles"].eq(cnt["cycles"] + 1),
-                         cnt["stall"].eq(cnt["stall"] + stall)]
-            for ph, k in ((Phase.ATTN, "attn"), (Phase.OFFSET, "offset"),
-                          (Phase.VALUE, "value"), (Phase.BA, "ba"), (Phase.OUT, "out"),
-                          (Phase.TAIL, "tail")):
-                with m.If(phase == ph):
-                    m.d.sync += cnt[k].eq(cnt[k] + 1)
-        m.d.sync += [cnt["mm_ops"].eq(cnt["mm_ops"] + mm.op),
-                     cnt["ba_ops"].eq(cnt["ba_ops"] + ba.op),
-                     cnt["masked_in"].eq(cnt["masked_in"] + vi.masked),
-                     cnt["clamped"].eq(cnt["clamped"] + ba.clamped)]
-        with m.If(ctl.next_pass):
-            m.d.sync += cnt["passes"].eq(cnt["passes"] + 1)
-        conflicts = Signal(REG_BITS)
-        m.d.comb += conflicts.eq(sum(fb.stat_conflict_reads for fb in bufs))
-        with m.If(start):
-            m.d.sync += [cnt["conflicts_base"].eq(conflicts), cnt["passes"].eq(1)]
-
-        status = Cat(busy, ctl.done, ~fwp.busy)
-        cfg0 = g.C | (g.M << 12) | (L << 20) | (g.P << 24)
-        cfg1 = g.R | (g.Cc << 8) | (g.mq << 16)
-        rd = Signal(REG_BITS)
-        with m.Switch(self.csr_addr):
-            with m.Case(Reg.CTRL):
-                m.d.comb += rd.eq(status)
-            for reg, sig in ((Reg.NQ, nq), (Reg.FLAGS, prune), (Reg.SHIFT_VALUE, sh_value),
-                             (Reg.SHIFT_LOGIT, sh_logit), (Reg.SHIFT_OFFSET, sh_offset),
-                             (Reg.SHIFT_AGG, sh_agg), (Reg.SHIFT_OUT, sh_out),
-                             (Reg.LOGIT_FRAC, logit_frac), (Reg.PAP_THRESHOLD, pap_thr),
-                             (Reg.FWP_THRESHOLD, fwp_thr),
-                             (Reg.CYCLES, cnt["cycles"]), (Reg.CYC_ATTN, cnt["attn"]),
-                             (Reg.CYC_OFFSET, cnt["offset"]), (Reg.CYC_VALUE, cnt["value"]),
-                             (Reg.CYC_BA, cnt["ba"]), (Reg.CYC_OUT, cnt["out"]),
-                             (Reg.CYC_TAIL, cnt["tail"]), (Reg.STALL_CYCLES, cnt["stall"]),
-                             (Reg.POINTS_TOTAL, at.points_total),
-                             (Reg.POINTS_PRUNED, at.points_pruned),
-                             (Reg.POINTS_CLAMPED, cnt["clamped"]),
-                             (Reg.PIXELS_MASKED_IN, cnt["masked_in"]),
-                             (Reg.PIXELS_PRUNED_NEXT, fwp.pixels_masked),
-                             (Reg.BANK_CONFLICTS, conflicts - cnt["conflicts_base"]),
-                             (Reg.MM_OPS, cnt["mm_ops"]), (Reg.BA_OPS, cnt["ba_ops"]),
-                             (Reg.PASSES, cnt["passes"]), (Reg.PHASE, phase),
-                             (Reg.CONFIG0, C(cfg0, 32)), (Reg.CONFIG1, C(cfg1, 32))):
-                with m.Case(reg):
-                    m.d.comb += rd.eq(sig)
-            for l in range(L):
-                with m.Case(Reg.SHAPE0 + l):
-                    m.d.comb += rd.eq(Cat(shapes[l].h, C(0, 16 - len(shapes[l].h)),
-                                          shapes[l].w))
-        m.d.sync += self.csr_rdata.eq(rd)
-        # Last, so that it wins over every increment above.
-        with m.If(start):
-            m.d.sync += [c.eq(0) for k, c in cnt.items() if k not in ("conflicts_base", "passes")]
-        # ==== end of the register block ========================================================
+        for name, port in cnt.signature.members.items():
+            if port.flow == Out:
+                m.d.comb += getattr(regs, name).eq(getattr(cnt, name))
+        m.d.comb += [
+            cnt.start.eq(start), cnt.busy.eq(busy), cnt.phase.eq(phase),
+            # External stalls: an issuer that has work waits for a stream or a credit.
+            cnt.stall.eq(mm.stall | ((phase == Phase.TAIL) & rm.blocked)),
+            cnt.mm_op.eq(mm.op), cnt.ba_op.eq(ba.op), cnt.masked.eq(vi.masked),
+            cnt.clamped.eq(ba.clamped), cnt.next_pass.eq(ctl.next_pass),
+            cnt.conflicts.eq(sum(fb.stat_conflict_reads for fb in bufs)),
+        ]
+        # PAP and FWP keep their thresholds: they take the written word on an accepted write.
+        shapes = Signal(shapes_layout(cfg))
+        m.d.comb += [
+            at.threshold.eq(self.csr_wdata), at.threshold_we.eq(regs.pap_threshold_we),
+            fwp.threshold.eq(self.csr_wdata), fwp.threshold_we.eq(regs.fwp_threshold_we),
+            at.enable.eq(regs.flags), fwp.enable.eq(regs.flags),
+        ]
+        for l in range(L):
+            m.d.comb += [shapes[l].h.eq(getattr(regs, f"shape{l}_h")),
+                         shapes[l].w.eq(getattr(regs, f"shape{l}_w"))]
+        for unit, ports in ((mm, {"shift_logit": regs.shift_logit,
+                                  "shift_offset": regs.shift_offset,
+                                  "shift_value": regs.shift_value, "shift_out": regs.shift_out}),
+                            (at, {"logit_frac": regs.logit_frac}),
+                            (ba, {"shift_agg": regs.shift_agg, "shapes": shapes}),
+                            (vi, {"shapes": shapes}), (qb, {"nq": regs.nq}), (ctl, {"nq": regs.nq})):
+            m.d.comb += [getattr(unit, k).eq(v) for k, v in ports.items()]
 
         # ---- controller: starts, pass bookkeeping, and the units' done / drained -------------
         m.d.comb += [
