@@ -223,3 +223,36 @@ def test_largest_config_reads_back_exactly():
             "pe_rows": 64, "pe_cols": 64, "max_queries": MAX_QUERIES_LIMIT}
 
     _run(big, body, max_queries=MAX_QUERIES_LIMIT)
+
+
+# ---- the whole core (the defects of issue #10, driven through defa_core's own port) ----
+
+def test_core_refuses_what_it_cannot_do():
+    from defa_hw.rtl.core import DefaCore, Phase
+    cfg = preset("tiny")
+    dut = DefaCore(cfg, max_queries=4)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    h0, w0 = cfg.max_shapes[0]
+
+    async def tb(ctx):
+        bus = _Bus(ctx, dut)
+        # NQ = 0 (its reset value): START is refused instead of leaving the core busy.
+        await bus.write(Reg.CTRL, CTRL.START)
+        for _ in range(4):
+            await ctx.tick()
+            assert not ctx.get(dut.busy)
+        assert decode("PHASE", await bus.read(Reg.PHASE))["phase"] == Phase.IDLE.value
+        assert (await bus.error())[1] == {"cause": ErrorCause.NO_QUERIES, "addr": Reg.CTRL}
+        await bus.write(Reg.CTRL, CTRL.CLEAR_ERROR)
+        # Out-of-range writes change nothing (they were truncated: 4, 4464, 5).
+        for addr, value, kept in ((Reg.SHAPE0, 20 | 5 << 16, h0 | w0 << 16),
+                                  (Reg.NQ, 70000, 0), (Reg.SHIFT_VALUE, 69, 0)):
+            await bus.write(addr, value)
+            assert await bus.read(addr) == kept
+            assert (await bus.error())[1] == {"cause": ErrorCause.RANGE, "addr": addr}
+            await bus.write(Reg.CTRL, CTRL.CLEAR_ERROR)
+        assert decode("CONFIG0", await bus.read(Reg.CONFIG0))["d_model"] == cfg.d_model
+
+    sim.add_testbench(tb)
+    sim.run()
