@@ -103,7 +103,7 @@ class _Bus:
         c.set(d.csr_addr, int(addr))
         c.set(d.csr_wdata, value)
         c.set(d.csr_we, 1)
-        started = c.get(d.start)
+        started = c.get(d.start) if isinstance(d, RegisterBlock) else None
         await c.tick()
         c.set(d.csr_we, 0)
         return started
