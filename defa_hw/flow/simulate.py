@@ -146,7 +146,8 @@ def compare_with_golden(cfg, qb, res, *, prune=True):
         if k not in res:
             problems.append(f"counter {k} is missing from the results (golden {v})")
         elif int(res[k]) != v:
-            problems.append(f"counter {k} = {int(res[k])}, {'golden' if k in gold else 'expected'} {v}")
+            src = "golden" if k in gold else "expected"
+            problems.append(f"counter {k} = {int(res[k])}, {src} {v}")
     return gold, problems
 
 

@@ -1,4 +1,4 @@
-"""cocotb driver / monitor layer of ``defa_core`` (used by ``test_core.py`` and ``defa-hw simulate``).
+"""cocotb driver / monitor layer of ``defa_core`` (``test_core.py``, ``defa-hw simulate``).
 
 :class:`CoreTB` owns the clock and reset, the register port, one
 :class:`~verif.lib.stream.StreamSource` per input stream (``weights``, ``fmap``,

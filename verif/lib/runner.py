@@ -213,7 +213,8 @@ def run_cocotb(*, component, toplevel, test_module, build_name, cfg=None, env=No
     res = run_tests(toplevel=toplevel, build_dir=build_dir, sim=sim, test_module=test_module,
                     testcase=testcase, cfg=cfg, env=env)
     assert res.total > 0, f"no cocotb test ran for {toplevel}"
-    assert res.failed == 0, f"{res.failed} of {res.total} cocotb tests failed for {toplevel} ({sim})"
+    assert res.failed == 0, \
+        f"{res.failed} of {res.total} cocotb tests failed for {toplevel} ({sim})"
     return res
 
 

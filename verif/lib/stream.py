@@ -43,6 +43,8 @@ class StreamSource:
     name : the stream port's name.
     pause : pause generator (None: valid whenever a beat is queued); a paused cycle
         shows no new beat, a shown beat stays valid until it is taken.
+    on_accept : called with a beat's index in the cycle it is taken (in the ReadOnly
+        phase; e.g. to update a golden model in transfer order).
 
     A beat is an int (the payload) or a dict of signal name -> value written together
     when the beat is shown (``"payload"`` for the payload; other keys are side signals of
@@ -55,8 +57,9 @@ class StreamSource:
     accepted_at : the cycle of each transfer (this agent's cycle count).
     """
 
-    def __init__(self, dut, name, *, pause=None):
+    def __init__(self, dut, name, *, pause=None, on_accept=None):
         self.dut, self.name = dut, name
+        self.on_accept = on_accept
         self.valid = getattr(dut, f"{name}__valid")
         self.ready = getattr(dut, f"{name}__ready")
         self.payload = getattr(dut, f"{name}__payload")
@@ -77,6 +80,13 @@ class StreamSource:
     def done(self):
         """Every queued beat has been transferred."""
         return self.sent >= len(self.beats)
+
+    @property
+    def showing(self):
+        """Index of the beat shown with valid high in this cycle (after ``drive()``), or
+        None (lets one source time its beats on another's, e.g. a command with the last
+        beat)."""
+        return self.sent if self._v and not self.done else None
 
     def drive(self):
         self.cycle += 1
@@ -103,6 +113,8 @@ class StreamSource:
             if self.ready.value == 1:
                 self.sent += 1
                 self.accepted_at.append(self.cycle)
+                if self.on_accept is not None:
+                    self.on_accept(self.sent - 1)
             else:
                 self.stalled += 1
 
