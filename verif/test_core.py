@@ -169,6 +169,27 @@ if cocotb is not None:
         await _run_and_check(tb, cfg, qb, prune=True)
 
 
+    @cocotb.test()
+    async def core_reset_bounded(dut):
+        """The wait for CTRL.READY after a reset is bounded: the FWP counters take one
+        cycle per word of the deepest counter bank to clear, so a 2-cycle limit fails
+        with one line, and the default limit then succeeds."""
+        from defa_hw.rtl.fmap_mask import bank_depth
+        cfg = cocotb_config()
+        depth = max(bank_depth(cfg, l) for l in range(cfg.n_levels))
+        assert depth > 2, "the clear must outlast the 2-cycle limit"
+        tb = CoreTB(dut, cfg)
+        await tb.start()
+        try:
+            await tb.reset(ready_limit=2)
+        except Stuck as e:
+            assert str(e) == "CTRL.READY after reset: not reached in 2 cycles", str(e)
+        else:
+            raise AssertionError(f"CTRL.READY within 2 cycles of a reset ({depth} counter "
+                                 f"words to clear)")
+        await tb.reset()
+
+
 # ---- pytest entries ---------------------------------------------------------------------
 
 #: Build folders of the core (shared with the ``defa-hw simulate`` test below).
@@ -193,7 +214,7 @@ def _run(cfg, tests, *, env=None, max_queries=None):
 
 RESET_TESTS = [f"core_reset_in_phase/phase={ph.name}" for ph in RESET_PHASES]
 ALL = ["core_prune", "core_no_prune", "core_stalls", *RESET_TESTS, "core_back_to_back",
-       "core_stuck_fmap"]
+       "core_stuck_fmap", "core_reset_bounded"]
 
 
 def test_core_tiny():

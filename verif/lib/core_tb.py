@@ -90,14 +90,16 @@ class CoreTB:
         await self.reset()
         self.max_queries = (await self.read_reg(Reg.CONFIG1)) >> 16
 
-    async def reset(self, cycles=3):
-        """Reset, then wait (bounded) until CTRL.READY: the FWP counters are cleared
-        after reset, and a block started earlier would wait for it in its BA phase."""
+    async def reset(self, cycles=3, *, ready_limit=READY_LIMIT):
+        """Reset, then wait until CTRL.READY, at most ``ready_limit`` cycles (else
+        :class:`Stuck`): the FWP counters are cleared after reset, and a block started
+        earlier would wait for it in its BA phase."""
         await reset(self.dut, cycles=cycles,
                     low=[f"{n}__valid" for n in INPUTS] + ["results__ready", "csr_we"])
         self.dut.csr_addr.value = int(Reg.CTRL)
-        await wait_until(self.dut.clk, lambda: self.dut.csr_rdata.value.to_unsigned() & CTRL.READY,
-                         limit=READY_LIMIT, what="CTRL.READY after reset")
+        rdata = self.dut.csr_rdata
+        await wait_until(self.dut.clk, lambda: rdata.value.to_unsigned() & CTRL.READY,
+                         limit=ready_limit, what="CTRL.READY after reset")
         await RisingEdge(self.dut.clk)
 
     async def write_reg(self, addr, value):
@@ -218,7 +220,6 @@ class CoreTB:
             f"got {len(masks)} mask bits, expected {len(qb.fmap_mask)}"
         for s in srcs:
             assert s.done, f"the core finished without consuming every {s.name} beat"
-        res["stalled"] = sum(s.stalled for s in srcs)
         res["output_int"] = np.concatenate(outs).reshape(qb.query.shape[0], cfg.d_model)
         res["next_fmap_mask"] = np.array(masks, dtype=bool)
         res.update(await self.read_counters())
