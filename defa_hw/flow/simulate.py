@@ -2,10 +2,13 @@
 
 Same input contract and quantisation as ``defa-hw golden`` (:mod:`defa_hw.model.workload`,
 :func:`golden.model.quantize_block`).  The RTL is elaborated to Verilog, built once per
-(config, simulator) in a build folder and driven by the cocotb layer in
-``verif/lib/core_tb.py`` (:class:`CoreTB`).  The result must equal
-:func:`golden.model.defa_block` bit for bit; the counters are checked against the
-golden statistics and the cycles against :mod:`defa_hw.model.perf`.
+(config, simulator) in a build folder by the one simulator runner
+(:mod:`verif.lib.runner`) and driven by the cocotb layer in ``verif/lib/core_tb.py``
+(:class:`CoreTB`).  The block stops at :func:`cycle_limit` (twice the performance
+model's cycles plus a margin): a stuck core ends the command with one line naming the
+phase it is stuck in (``Reg.PHASE``).  The result must equal
+:func:`golden.model.defa_block` bit for bit; the counters (none may be missing) are
+checked against the golden statistics and the cycles against :mod:`defa_hw.model.perf`.
 """
 
 import hashlib
