@@ -6,9 +6,11 @@ stalled beat valid and stable (AXI-Stream rule); and every wait must end at its
 cycle limit with one line instead of hanging.
 """
 
+import hashlib
 import itertools
 
 import cocotb
+import pytest
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -101,3 +103,23 @@ async def lib_waits_are_bounded(dut):
 def test_verif_lib():
     run_cocotb(component=StreamFifo(), toplevel="stream_fifo", test_module="test_verif_lib",
                build_name="stream_fifo")
+
+
+def test_build_cache(tmp_path):
+    """An unchanged design is not rebuilt (the defa core build takes minutes); a changed
+    one is, and the runner's tests run on the cached build."""
+    from defa_hw.flow.generate import to_verilog
+    from verif.lib.runner import build, run_tests, simulator
+    sim = simulator()
+    text = to_verilog(StreamFifo(), name="stream_fifo")
+    kw = dict(toplevel="stream_fifo", build_dir=tmp_path, sim=sim)
+    assert build(verilog=text, **kw) is True
+    binary = next(p for p in tmp_path.iterdir() if p.name in ("sim.vvp", "stream_fifo"))
+    stamp = binary.stat().st_mtime_ns
+    # With the same digest even the (lazy) Verilog is not asked for again.
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    assert build(verilog=lambda: pytest.fail("elaborated again"), digest=digest, **kw) is False
+    assert build(verilog=text, **kw) is False and binary.stat().st_mtime_ns == stamp
+    res = run_tests(test_module="test_verif_lib", testcase="lib_waits_are_bounded", **kw)
+    assert (res.total, res.failed) == (1, 0)
+    assert build(verilog=text + "\n// changed\n", **kw) is True
