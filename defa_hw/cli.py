@@ -139,6 +139,10 @@ def _cmd_generate(args):
     return 0
 
 
+#: Exit status of ``simulate`` when the build or the simulation failed or the core got stuck.
+EXIT_SIM_FAILED = 3
+
+
 def _cmd_simulate(args):
     # RTL simulation of one block, checked bit for bit against golden (defa_hw/flow/simulate.py).
     import defa_hw.flow.simulate as simulate
@@ -147,6 +151,10 @@ def _cmd_simulate(args):
         return simulate.main(cfg, args)
     except simulate.SimulateError as e:
         raise UsageError(str(e)) from None
+    except simulate.SimulationFailed as e:
+        # The simulator's own output (tracebacks included) is in the logs it names.
+        print(f"defa-hw simulate: error: {e}", file=sys.stderr)
+        return EXIT_SIM_FAILED
 
 
 def _cmd_calibrate(args):
@@ -221,7 +229,9 @@ def _build_parser():
                         description="Same inputs and quantisation as 'golden'. Writes the "
                         "golden arrays plus cycle counters (cycles, ideal_cycles, per phase, "
                         "utilization, bank_conflicts); exit status 1 if any output bit "
-                        "differs from golden. The feature map must fit the on-chip windows.")
+                        "differs from golden, 3 if the simulation fails or the core is stuck "
+                        "(one line naming its phase). The feature map must fit the on-chip "
+                        "windows.")
     si.add_argument("--inputs", required=True, metavar="IN.npz")
     si.add_argument("--out", required=True, metavar="OUT.npz")
     _add_config_args(si)
@@ -231,6 +241,9 @@ def _build_parser():
     _add_quant_arg(si)
     si.add_argument("--build-dir", metavar="DIR",
                     help="build folder root (default: build/simulate in the repository)")
+    si.add_argument("--max-cycles", type=int, metavar="N",
+                    help="cycle limit of the block (default: twice the performance model's "
+                    "cycles plus 1000); past it the core counts as stuck")
     si.set_defaults(func=_cmd_simulate)
 
     sy = sub.add_parser("synth", help="area, transistor and FPGA (ECP5) reports per block",

@@ -58,7 +58,8 @@ async def bilinear_random_and_corners(dut):
     """>= 10,000 random vectors plus directed corners, bit-exact against golden."""
     from cocotb.triggers import FallingEdge
     from golden.bilinear import bilinear
-    from verif.lib.runner import clock_and_reset, cocotb_config
+    from verif.lib.clock import clock_and_reset
+    from verif.lib.runner import cocotb_config
     from defa_hw.rtl.bilinear import Bilinear
     cfg = cocotb_config()
     rng = np.random.default_rng(7)
@@ -75,7 +76,7 @@ async def bilinear_random_and_corners(dut):
     ports = [dut.v00, dut.v01, dut.v10, dut.v11, dut.t0, dut.t1, dut.t01]
     rows = vec.tolist()
 
-    await clock_and_reset(dut)
+    await clock_and_reset(dut, low=("valid",))
     checked = 0
     for n in range(int(slots[-1]) + lat + 2):
         await FallingEdge(dut.clk)

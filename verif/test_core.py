@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from defa_hw.config import preset
+from defa_hw.rtl.core import Phase
 
 #: Small runtime shapes that fit the on-chip windows (4 levels).
 SHAPES = {
@@ -22,6 +23,8 @@ SHAPES = {
     "defa": ((2, 2), (1, 2), (1, 1), (1, 1)),
 }
 QUERIES = {"tiny": 6, "defa": 2}
+#: Every phase of the controller but IDLE: the reset test covers each.
+RESET_PHASES = tuple(p for p in Phase if p is not Phase.IDLE)
 
 
 def make_block(cfg, seed, *, shapes, n_queries, mask_frac=0.0, fmap_mask=None, ref_scale=1.0):
@@ -78,18 +81,12 @@ except ImportError:  # pragma: no cover
     cocotb = None
 
 if cocotb is not None:
-    try:
-        from verif.lib.core_tb import CoreTB          # inside the simulator (verif/ on PYTHONPATH)
-    except ImportError:
-        from verif.lib.core_tb import CoreTB    # collected by pytest
-
-    def _env_cfg():
-        from verif.lib.runner import cocotb_config
-        return cocotb_config()
+    from verif.lib.core_tb import CoreTB, Stuck
+    from verif.lib.runner import cocotb_config
 
     async def _started(dut, **kw):
         """The config of this build and a started CoreTB (``kw``: its seed, p_stall)."""
-        cfg = _env_cfg()
+        cfg = cocotb_config()
         tb = CoreTB(dut, cfg, **kw)
         await tb.start()
         return cfg, tb
@@ -102,7 +99,7 @@ if cocotb is not None:
 
     async def _run_and_check(tb, cfg, qb, *, prune, **kw):
         await tb.load_weights(qb)
-        res = await tb.run_block(qb, prune=prune, max_cycles=2_000_000)
+        res = await tb.run_block(qb, prune=prune)
         return check_block(cfg, qb, res, prune=prune, log=tb.dut._log.info, **kw), res
 
     @cocotb.test()
@@ -128,12 +125,15 @@ if cocotb is not None:
         assert res["stall_cycles"] > 0, "random stalls were not counted"
 
     @cocotb.test()
-    async def core_reset_mid_block(dut):
-        """A reset in the middle of a block, then a correct block."""
+    @cocotb.parametrize(phase=RESET_PHASES)
+    async def core_reset_in_phase(dut, phase):
+        """A reset while ``Reg.PHASE`` shows ``phase``, then a correct block."""
         cfg, tb = await _started(dut, seed=7)
         qb1 = _block(cfg, 14)
         await tb.load_weights(qb1)
-        await tb.run_block(qb1, prune=True, abort_after=int(os.environ.get("CORE_ABORT", 300)))
+        res = await tb.run_block(qb1, prune=True, abort_in=phase)
+        assert res["aborted"] and res["phase"] == phase.value, \
+            f"reset in {phase.name} wanted, the core showed phase code {res['phase']}"
         await tb.reset()
         qb2 = _block(cfg, 15, mask_frac=0.1)
         await _run_and_check(tb, cfg, qb2, prune=True)
@@ -148,6 +148,46 @@ if cocotb is not None:
         qb2 = _block(cfg, 17, fmap_mask=res1["next_fmap_mask"])
         assert qb2.fmap_mask.sum() == res1["pixels_pruned_next"]
         await _run_and_check(tb, cfg, qb2, prune=True)
+
+    @cocotb.test()
+    async def core_stuck_fmap(dut):
+        """An fmap stream that never delivers: the block stops at the model's cycle limit
+        with one line naming VALUE (the only phase that takes fmap beats)."""
+        cfg, tb = await _started(dut)
+        qb = _block(cfg, 18)
+        await tb.load_weights(qb)
+        limit = tb.cycle_limit(qb)
+        try:
+            await tb.run_block(qb, prune=True, hold=("fmap",))
+        except Stuck as e:
+            msg = str(e)
+        else:
+            raise AssertionError("a block without fmap beats finished")
+        assert "\n" not in msg and f"did not finish in {limit} cycles" in msg, msg
+        assert "stuck in phase VALUE" in msg, msg
+        await tb.reset()                       # the core recovers
+        await _run_and_check(tb, cfg, qb, prune=True)
+
+
+    @cocotb.test()
+    async def core_reset_bounded(dut):
+        """The wait for CTRL.READY after a reset is bounded: the FWP counters take one
+        cycle per word of the deepest counter bank to clear, so a 2-cycle limit fails
+        with one line, and the default limit then succeeds."""
+        from defa_hw.rtl.fmap_mask import bank_depth
+        cfg = cocotb_config()
+        depth = max(bank_depth(cfg, l) for l in range(cfg.n_levels))
+        assert depth > 2, "the clear must outlast the 2-cycle limit"
+        tb = CoreTB(dut, cfg)
+        await tb.start()
+        try:
+            await tb.reset(ready_limit=2)
+        except Stuck as e:
+            assert str(e) == "CTRL.READY after reset: not reached in 2 cycles", str(e)
+        else:
+            raise AssertionError(f"CTRL.READY within 2 cycles of a reset ({depth} counter "
+                                 f"words to clear)")
+        await tb.reset()
 
 
 # ---- pytest entries ---------------------------------------------------------------------
@@ -165,19 +205,21 @@ def _run(cfg, tests, *, env=None, max_queries=None):
     sim = simulator()
     mq = max_queries or DEFAULT_MAX_QUERIES
     build_dir = build_dir_for(cfg, sim, _core_build_root(), mq)
-    runner = build_core(cfg, sim, build_dir, max_queries=mq)
-    total, failed, _ = run_core_tests(runner, cfg, build_dir, test_module="test_core",
-                                   testcase=list(tests), env=env)
-    assert total == len(tests), f"ran {total} cocotb tests, expected {len(tests)}"
-    assert failed == 0, f"{failed} of {total} core tests failed ({sim})"
+    build_core(cfg, sim, build_dir, max_queries=mq)
+    res = run_core_tests(cfg, build_dir, sim=sim, test_module="test_core", testcase=list(tests),
+                         env=env)
+    assert res.total == len(tests), f"ran {res.total} cocotb tests, expected {len(tests)}"
+    assert res.failed == 0, f"{res.failed} of {res.total} core tests failed ({sim})"
 
 
-ALL = ["core_prune", "core_no_prune", "core_stalls", "core_reset_mid_block",
-       "core_back_to_back"]
+RESET_TESTS = [f"core_reset_in_phase/phase={ph.name}" for ph in RESET_PHASES]
+ALL = ["core_prune", "core_no_prune", "core_stalls", *RESET_TESTS, "core_back_to_back",
+       "core_stuck_fmap", "core_reset_bounded"]
 
 
 def test_core_tiny():
-    """tiny: pruning on / off, random stalls, reset mid-block, back to back."""
+    """tiny: pruning on / off, random stalls, a reset in every phase, back to back, a
+    stuck fmap stream."""
     _run(preset("tiny"), ALL)
 
 
@@ -187,10 +229,25 @@ def test_core_tiny_multipass():
     _run(preset("tiny"), ["core_prune", "core_stalls"], max_queries=4)
 
 
+#: defa's default set: a reset in BA (a phase the old fixed-cycle reset never reached)
+#: stands for the sweep; the other resets and the stuck-stream and reset-wait checks
+#: (config independent, run on tiny) took 13.6 more minutes on Icarus (2-core machine
+#: at load 4-8): they are the slow test below.
+DEFA_SMALL = ["core_prune", "core_no_prune", "core_stalls", "core_reset_in_phase/phase=BA",
+              "core_back_to_back"]
+
+
 def test_core_defa_small():
     """defa (16x16 array, 8 heads, 4x4 points) on a 2x2 / 1x2 / 1x1 / 1x1 map, 2 queries:
-    pruning on / off, random stalls, reset mid-block, back to back (one build, ~4 min
-    on Icarus)."""
+    pruning on / off, random stalls, a reset in BA, back to back (one build)."""
+    assert set(DEFA_SMALL) <= set(ALL)
+    _run(preset("defa"), DEFA_SMALL)
+
+
+@pytest.mark.slow
+def test_core_defa_small_all():
+    """defa: the whole tiny set, a reset in every phase included (26.5 min on Icarus,
+    2-core machine at load 4-8)."""
     _run(preset("defa"), ALL)
 
 
@@ -202,23 +259,29 @@ def test_core_tiny_many_queries():
 
 # ---- the CLI command ----------------------------------------------------------------------
 
-def _cli(*args):
+def _cli(*args, cwd=None):
     import subprocess
     import sys
     from pathlib import Path
     exe = Path(sys.executable).with_name("defa-hw")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=3000)
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=3000,
+                          cwd=cwd)
+
+
+def _tiny_inputs(tmp_path, queries=3):
+    inp = tmp_path / "in.npz"
+    shapes = ",".join(f"{h}x{w}" for h, w in SHAPES["tiny"])
+    r = _cli("make-inputs", "--preset", "tiny", "--queries", str(queries), "--shapes", shapes,
+             "--seed", "3", "--out", str(inp))
+    assert r.returncode == 0, r.stderr
+    return inp
 
 
 def test_simulate_cli_tiny(tmp_path):
     """``defa-hw simulate`` == ``defa-hw golden`` on the same npz, plus the counters."""
     from verif.lib.runner import simulator
     sim = simulator()
-    inp, gold, out = tmp_path / "in.npz", tmp_path / "gold.npz", tmp_path / "rtl.npz"
-    shapes = ",".join(f"{h}x{w}" for h, w in SHAPES["tiny"])
-    r = _cli("make-inputs", "--preset", "tiny", "--queries", "3", "--shapes", shapes,
-             "--seed", "3", "--out", str(inp))
-    assert r.returncode == 0, r.stderr
+    inp, gold, out = _tiny_inputs(tmp_path), tmp_path / "gold.npz", tmp_path / "rtl.npz"
     assert _cli("golden", "--preset", "tiny", "--inputs", str(inp), "--out",
                 str(gold)).returncode == 0
     r = _cli("simulate", "--preset", "tiny", "--inputs", str(inp), "--out", str(out),
@@ -231,6 +294,47 @@ def test_simulate_cli_tiny(tmp_path):
     assert 0 < s["utilization"] <= 1 and s["ideal_cycles"] > 0
     assert sum(int(s[f"cycles_{k}"]) for k in ("attn", "offset", "value", "ba", "out",
                                               "tail")) == s["cycles"]
+
+
+def test_simulate_cli_stuck(tmp_path):
+    """A cycle limit the block cannot meet (half the model's ATTN cycles): exit status 3
+    and one last line naming ATTN, the phase the core is in; no traceback reaches the user."""
+    from golden.model import defa_block
+    from defa_hw.model.perf import predict
+    from defa_hw.model.workload import load_workload, quantize_workload
+    from verif.lib.runner import simulator
+    cfg = preset("tiny")
+    inp = _tiny_inputs(tmp_path)
+    qb = quantize_workload(cfg, *load_workload(str(inp), cfg))
+    limit = predict(cfg, qb, defa_block(cfg, qb, prune=True)).cycles["attn"] // 2
+    # A relative build folder too (the simulator runs inside it).
+    r = _cli("simulate", "--preset", "tiny", "--inputs", str(inp), "--out", "o.npz",
+             "--sim", simulator(), "--build-dir", os.path.relpath(_core_build_root(), tmp_path),
+             "--max-cycles", str(limit), cwd=tmp_path)
+    assert r.returncode == 3, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("defa-hw simulate: error: the core is stuck in phase ATTN"), last
+    assert f"did not finish in {limit} cycles" in last, last
+    assert "Traceback" not in r.stderr and not (tmp_path / "o.npz").exists()
+
+
+def test_compare_with_golden_missing_counter():
+    """A counter missing from the results is a mismatch (it used to be skipped); the
+    results here are golden's own, so only the missing counters can differ."""
+    from golden.model import defa_block
+    from defa_hw.flow.simulate import GOLDEN_COUNTERS, compare_with_golden
+    cfg = preset("tiny")
+    qb = make_block(cfg, 3, shapes=SHAPES["tiny"], n_queries=2, mask_frac=0.2)
+    gold = defa_block(cfg, qb, prune=True)
+    full = {k: gold[k] for k in ("output_int", "next_fmap_mask", *GOLDEN_COUNTERS)}
+    full["bank_conflicts"] = 0
+    assert compare_with_golden(cfg, qb, full, prune=True)[1] == []
+    for k in (*GOLDEN_COUNTERS, "bank_conflicts"):
+        res = {n: v for n, v in full.items() if n != k}
+        problems = compare_with_golden(cfg, qb, res, prune=True)[1]
+        assert len(problems) == 1 and f"counter {k} is missing" in problems[0], problems
+    wrong = dict(full, points_pruned=int(full["points_pruned"]) + 1)
+    assert "counter points_pruned" in compare_with_golden(cfg, qb, wrong, prune=True)[1][0]
 
 
 def test_simulate_cli_rejects(tmp_path):

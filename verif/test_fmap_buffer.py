@@ -1,7 +1,7 @@
 """cocotb testbench of the feature-map buffer (``FmapBuffer``) against ``golden/fmap_buffer.py``.
 
-Layering: a read driver and a write driver (random idle cycles; the read driver holds
-a stalled read stable), a response monitor, the golden bank model (updated with every
+Layering: a read source and a write source (``verif.lib.stream``, random idle cycles; a
+stalled read stays stable), a response monitor, the golden bank model (updated with every
 accepted write, read at every accepted read cycle: a read sees the writes of earlier
 cycles only) and a checker comparing integer codes bit for bit and the fixed latency.
 The sliding-window test also checks the golden reads against the value map itself, so
@@ -9,6 +9,7 @@ the refill policy (``golden.fmap_buffer.window_refills``) and the mapping togeth
 really keep every pixel a query row can reach on chip.
 """
 
+import itertools
 import os
 import random
 from collections import deque
@@ -17,8 +18,7 @@ import numpy as np
 import pytest
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import RisingEdge
 
 from amaranth.hdl import Shape
 from amaranth.lib import data
@@ -30,7 +30,10 @@ from golden.fmap_buffer import (
     query_rows, window_refills,
 )
 from golden.sampling_address import sampling_address
+from verif.lib.clock import reset as reset_dut
+from verif.lib.clock import start_clock
 from verif.lib.runner import cocotb_config, run_cocotb
+from verif.lib.stream import StreamSource, random_pause, run_agents
 
 MAPPING = os.environ.get("FMAP_MAPPING", "inter")
 #: golden bank contents, carried from one cocotb test to the next like the RTL memories
@@ -104,15 +107,10 @@ class Bench:
 
     async def reset(self):
         dut = self.dut
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-        dut.rd__valid.value = 0
-        dut.wr__valid.value = 0
+        start_clock(dut)
         dut.rd__payload.value = 0
         dut.wr__payload.value = 0
-        dut.rst.value = 1
-        for _ in range(2):
-            await RisingEdge(dut.clk)
-        dut.rst.value = 0
+        await reset_dut(dut, cycles=2, low=("rd__valid", "wr__valid"))
         self.expected.clear()
 
     def _check_response(self):
@@ -139,49 +137,51 @@ class Bench:
         a stalled read spans several cycles, so no write is issued while a read is on
         the bus (a write would land between its serving cycles).
         """
-        dut = self.dut
-        reads, writes = deque(reads), deque(writes)
-        cur_rd = None
-        drain = 0
-        while reads or writes or cur_rd is not None or self.expected or drain < 2:
-            await FallingEdge(dut.clk)
+        dut, reads, writes = self.dut, list(reads), list(writes)
+
+        def read_taken(i):
+            # The golden read at the accepted cycle sees the writes of earlier cycles only
+            # (the read source samples before the write source).
+            r = reads[i]
+            want = fmap_buffer(self.banks, r["y"], r["x"], r["inb"], r["slc"], self.cfg,
+                               self.mapping, r.get("level", 0))
+            if r.get("ideal") is not None:
+                # The testbench's own claim: these pixels are resident.
+                assert np.array_equal(want, r["ideal"]), (
+                    f"{r.get('note')}: golden buffer does not hold the value map")
+            self.expected.append((self.cycle, want, r.get("note", "read")))
+
+        def write_taken(i):
+            lv, y, x, s, word = writes[i]
+            fmap_buffer_write(self.banks, lv, y, x, s, word, self.cfg, self.mapping)
+
+        rd = StreamSource(dut, "rd", pause=random_pause(read_idle, rng=self.rng),
+                          on_accept=read_taken)
+        rd.send(self.rd.pack({"req": [{"y": r["y"][i], "x": r["x"][i], "inb": r["inb"][i],
+                                       "slice": r["slc"][i]} for i in range(self.geo.n_req)],
+                              "level": r.get("level", 0)}) for r in reads)
+        idle = random_pause(write_idle, rng=self.rng)
+        wr_pause = (rd.showing is not None and self.mapping != "inter" or next(idle)
+                    for _ in itertools.count())
+        wr = StreamSource(dut, "wr", pause=wr_pause, on_accept=write_taken)
+        wr.send(self.wr.pack({"level": lv, "y": y, "x": x, "slice": s, "data": list(word)})
+                for lv, y, x, s, word in writes)
+        drain = [0]
+
+        def each_cycle():
             self._check_response()
-            drain = drain + 1 if not (reads or writes or cur_rd) else 0
-            if cur_rd is None and reads and self.rng.random() >= read_idle:
-                cur_rd = reads.popleft()
-                payload = {"req": [{"y": cur_rd["y"][i], "x": cur_rd["x"][i],
-                                    "inb": cur_rd["inb"][i], "slice": cur_rd["slc"][i]}
-                                   for i in range(self.geo.n_req)],
-                           "level": cur_rd.get("level", 0)}
-                dut.rd__payload.value = self.rd.pack(payload)
-            dut.rd__valid.value = int(cur_rd is not None)
-            cur_wr = None
-            may_write = self.mapping == "inter" or cur_rd is None
-            if writes and may_write and self.rng.random() >= write_idle:
-                cur_wr = writes.popleft()
-                lv, y, x, s, word = cur_wr
-                dut.wr__payload.value = self.wr.pack(
-                    {"level": lv, "y": y, "x": x, "slice": s, "data": list(word)})
-            dut.wr__valid.value = int(cur_wr is not None)
-            await ReadOnly()
-            if cur_rd is not None:
-                if int(dut.rd__ready.value):
-                    want = fmap_buffer(self.banks, cur_rd["y"], cur_rd["x"], cur_rd["inb"],
-                                       cur_rd["slc"], self.cfg, self.mapping,
-                                       cur_rd.get("level", 0))
-                    if cur_rd.get("ideal") is not None:
-                        # The testbench's own claim: these pixels are resident.
-                        assert np.array_equal(want, cur_rd["ideal"]), (
-                            f"{cur_rd.get('note')}: golden buffer does not hold the value map")
-                    self.expected.append((self.cycle, want, cur_rd.get("note", "read")))
-                    cur_rd = None
-                else:
-                    self.stall_cycles += 1
-            if cur_wr is not None:
-                assert int(dut.wr__ready.value) == 1, "the write stream is always ready"
-                lv, y, x, s, word = cur_wr
-                fmap_buffer_write(self.banks, lv, y, x, s, word, self.cfg, self.mapping)
+            drain[0] = drain[0] + 1 if rd.done and wr.done else 0
             self.cycle += 1
+
+        # A read waits at most one cycle per request on bank conflicts.
+        limit = (self.geo.n_req + 2) * (len(reads) + len(writes)) + 100
+        await run_agents(dut.clk, [rd, wr], limit=limit, what="fmap buffer", each_cycle=each_cycle,
+                         until=lambda: not self.expected and drain[0] >= 2)
+        await RisingEdge(dut.clk)
+        rd.idle()
+        wr.idle()
+        assert wr.stalled == 0, "the write stream is always ready"
+        self.stall_cycles += rd.stalled
 
     def check_backdoor(self):
         """Every word of every RTL bank equals the golden bank model (the write mapping)."""

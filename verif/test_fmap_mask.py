@@ -1,9 +1,9 @@
 """cocotb testbench of the FWP fmap-mask generator against golden.fmap_mask.
 
-Driver: bundles of one point per level (kept flag, probability, 4 neighbours with
-in-bounds flags, as the sampling-address unit produces them) with random valid gaps,
-then a ``finish`` carrying the runtime shapes.  Monitor: the mask-bit stream with
-random ready back-pressure.  Checker: ``golden.fmap_mask.fmap_counts``/``fmap_mask``
+Sources (``verif.lib.stream``): bundles of one point per level (kept flag, probability,
+4 neighbours with in-bounds flags, as the sampling-address unit produces them) with
+random valid gaps, then a ``finish`` carrying the runtime shapes.  Sink: the mask-bit
+stream with random ready back-pressure.  Checker: ``golden.fmap_mask.fmap_counts``/``fmap_mask``
 over pixel indices ``level_start[l] + y * W + x`` (``golden.model.level_start``),
 compared bit for bit, plus the masked-pixel count.
 """
@@ -15,17 +15,16 @@ import numpy as np
 import pytest
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.triggers import ReadOnly, RisingEdge
 
 from golden.fmap_mask import fmap_counts, fmap_mask
 from golden.model import level_start
 from defa_hw.rtl.fmap_mask import FmapMaskGenerator, bundle_layout, shapes_layout
 
-try:
-    from verif.lib.runner import cocotb_config, run_cocotb
-except ImportError:  # inside the simulator, verif/ itself is on the path
-    from verif.lib.runner import cocotb_config, run_cocotb
+from verif.lib.clock import reset as reset_dut
+from verif.lib.clock import start_clock, wait_until
+from verif.lib.runner import cocotb_config, run_cocotb
+from verif.lib.stream import StreamSink, StreamSource, random_pause, run_agents
 
 
 # ---- stimulus ---------------------------------------------------------------------------
@@ -94,83 +93,61 @@ def golden_mask(cfg, shapes, b, threshold, enable):
 # ---- testbench components ---------------------------------------------------------------
 
 async def reset(dut, cfg):
-    dut.rst.value = 1
-    dut.points__valid.value = 0
     dut.points__payload.value = 0
-    dut.finish__valid.value = 0
     dut.finish__payload.value = 0
-    dut.mask__ready.value = 0
     dut.enable.value = 1
     dut.threshold.value = 0
     dut.threshold_we.value = 0
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
+    await reset_dut(dut, low=("points__valid", "finish__valid", "mask__ready"))
     await wait_idle(dut, 10 * cfg.max_pixels)
 
 
 async def wait_idle(dut, limit):
-    for _ in range(limit):
-        await RisingEdge(dut.clk)
-        await ReadOnly()
-        if dut.busy.value == 0:
-            await RisingEdge(dut.clk)
-            return
-    raise AssertionError("generator stayed busy")
-
-
-async def drive(dut, beats, shapes_word, rng, valid_prob, finish_with_last):
-    """Offer every beat, then the finish command; returns cycles spent on the beats."""
-    cycles, i = 0, 0
-    while i < len(beats):
-        await RisingEdge(dut.clk)
-        cycles += 1
-        valid = rng.random() < valid_prob
-        dut.points__valid.value = int(valid)
-        dut.points__payload.value = beats[i] if valid else 0
-        with_finish = finish_with_last and valid and i == len(beats) - 1
-        dut.finish__valid.value = int(with_finish)
-        dut.finish__payload.value = shapes_word
-        await ReadOnly()
-        if valid and dut.points__ready.value == 1:
-            i += 1
-            if with_finish:
-                assert dut.finish__ready.value == 1
-                await RisingEdge(dut.clk)
-                dut.points__valid.value = 0
-                dut.finish__valid.value = 0
-                return cycles
+    await wait_until(dut.clk, lambda: dut.busy.value == 0, limit=limit,
+                     what="fmap mask generator idle")
     await RisingEdge(dut.clk)
-    dut.points__valid.value = 0
-    await ClockCycles(dut.clk, rng.randrange(1, 4))
-    dut.finish__valid.value = 1
-    dut.finish__payload.value = shapes_word
+
+
+def finish_pause(points, rng, with_last):
+    """Pause generator of the finish stream: shown with the last points beat
+    (``with_last``), else 1 to 3 cycles after every points beat was taken."""
+    gap = rng.randrange(1, 4)
     while True:
-        await ReadOnly()
-        accepted = dut.finish__ready.value == 1
-        await RisingEdge(dut.clk)
-        if accepted:
-            break
-    dut.finish__valid.value = 0
-    return cycles
+        if with_last:
+            yield points.showing != len(points.beats) - 1
+        elif points.done and gap == 0:
+            yield False
+        else:
+            gap -= points.done
+            yield True
 
 
-async def collect_mask(dut, rng, ready_prob, limit):
-    """Mask bits up to and including the beat flagged ``last``; returns (bits, cycles)."""
-    bits, cycles = [], 0
-    while cycles < limit:
-        await RisingEdge(dut.clk)
-        cycles += 1
-        r = rng.random() < ready_prob
-        dut.mask__ready.value = int(r)
-        await ReadOnly()
-        if r and dut.mask__valid.value == 1:
-            word = dut.mask__payload.value.to_unsigned()
-            bits.append(word & 1)
-            if word >> 1 & 1:
-                await RisingEdge(dut.clk)
-                dut.mask__ready.value = 0
-                return bits, cycles
-    raise AssertionError(f"no last mask beat after {limit} cycles ({len(bits)} beats)")
+async def drive_and_collect(dut, beats, shapes_word, rng, *, valid_prob, ready_prob,
+                            finish_with_last, limit):
+    """Offer every beat, then the finish command, and take mask bits up to the beat
+    flagged ``last``; returns (bits, cycle of the last beat, cycle of the last mask bit)."""
+    points = StreamSource(dut, "points", pause=random_pause(1.0 - valid_prob, rng=rng))
+    points.send(beats)
+    finish = StreamSource(dut, "finish", pause=finish_pause(points, rng, finish_with_last))
+    finish.send([shapes_word])
+    bits, last = [], []
+
+    def on_mask(word):                 # bit 0: the pixel's mask bit, bit 1: last
+        bits.append(word & 1)
+        last.append(word >> 1 & 1)
+
+    mask = StreamSink(dut, "mask", pause=random_pause(1.0 - ready_prob, rng=rng),
+                      on_beat=on_mask)
+    agents = [points, finish, mask]
+    await run_agents(dut.clk, agents, limit=limit, what=f"mask of {len(beats)} beats",
+                     until=lambda: finish.done and last and last[-1])
+    await RisingEdge(dut.clk)
+    for a in agents:
+        a.idle()
+    if finish_with_last:
+        assert finish.accepted_at == points.accepted_at[-1:], \
+            "finish was not taken with the last beat"
+    return bits, points.accepted_at[-1], mask.accepted_at[-1]
 
 
 async def write_threshold(dut, code):
@@ -193,10 +170,9 @@ async def run_block(dut, cfg, rng, shapes, bundles, *, threshold, enable, valid_
     counts, expected = golden_mask(cfg, shapes, bundles, threshold, enable)
     shapes_word = shapes_layout(cfg).const(
         [{"h": h, "w": w} for h, w in shapes]).as_value().value
-    mon = cocotb.start_soon(collect_mask(dut, rng, ready_prob, 20 * S + 1000))
-    cycles = await drive(dut, encode_bundles(cfg, bundles), shapes_word, rng, valid_prob,
-                         finish_with_last)
-    got, sweep_cycles = await mon
+    got, cycles, sweep_cycles = await drive_and_collect(
+        dut, encode_bundles(cfg, bundles), shapes_word, rng, valid_prob=valid_prob,
+        ready_prob=ready_prob, finish_with_last=finish_with_last, limit=20 * S + 20 * n + 1000)
     got = np.array(got, dtype=bool)
     assert len(got) == S, f"{len(got)} mask beats for {S} pixels"
     bad = np.flatnonzero(got != expected)
@@ -215,7 +191,7 @@ async def run_block(dut, cfg, rng, shapes, bundles, *, threshold, enable, valid_
 
 
 def _start(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    start_clock(dut)
     return cocotb_config(), random.Random(int(os.environ.get("SEED", "1")))
 
 

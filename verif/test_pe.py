@@ -95,7 +95,8 @@ async def pe_mac_and_lend(dut):
     """MAC chains (MM, and BA probability MAC for the full role) with LEND ops interleaved."""
     import os
     from cocotb.triggers import FallingEdge
-    from verif.lib.runner import clock_and_reset, cocotb_config
+    from verif.lib.clock import clock_and_reset
+    from verif.lib.runner import cocotb_config
     from defa_hw.rtl.pe import ProcessingElement
     cfg = cocotb_config()
     role = os.environ["PE_ROLE"]
@@ -106,7 +107,7 @@ async def pe_mac_and_lend(dut):
     mac_at = {n + lat for n, op in enumerate(ops) if op is not None and op[0] == 0}
     prod_due = {n + plat: op[2] * op[3] for n, op in enumerate(ops) if op is not None}
 
-    await clock_and_reset(dut)
+    await clock_and_reset(dut, low=("valid",))
 
     ports = (dut.mode, dut.first, dut.a, dut.b, dut.preload)
     checked = 0

@@ -241,18 +241,9 @@ def _u(handle):
 
 
 async def _reset(dut):
-    import cocotb
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, FallingEdge
-    # Start low: an x->1 clock edge at time 0 would race the initial values.
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start(start_high=False))
-    dut.rst.value = 1
-    dut.valid.value = 0
-    for name in ("mode", "first", "last", "x", "w", "bias", "pix", "pt"):
-        getattr(dut, name).value = 0
-    await ClockCycles(dut.clk, 3)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    from verif.lib.clock import clock_and_reset
+    await clock_and_reset(dut, low=("valid", "mode", "first", "last", "x", "w", "bias", "pix",
+                                    "pt"))
 
 
 async def run_program(dut, cfg, ops, expected, rng):

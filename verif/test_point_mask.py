@@ -13,65 +13,28 @@ import numpy as np
 import pytest
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.triggers import ReadOnly, RisingEdge
 from amaranth.lib import data
 
 from golden.point_mask import point_mask
 from defa_hw.rtl.point_mask import PointMask, count_bits_for, mask_layout, point_layout
 
-try:
-    from verif.lib.runner import cocotb_config, run_cocotb
-except ImportError:  # inside the simulator, verif/ itself is on the path
-    from verif.lib.runner import cocotb_config, run_cocotb
+from verif.lib.clock import reset as reset_dut
+from verif.lib.clock import start_clock
+from verif.lib.runner import cocotb_config, run_cocotb
+from verif.lib.stream import StreamSink, StreamSource, random_pause, run_agents
 
 
 # ---- testbench components ---------------------------------------------------------------
 
 async def reset(dut):
-    dut.rst.value = 1
-    dut.prob__valid.value = 0
     dut.prob__payload.value = 0
-    dut.point__ready.value = 0
-    dut.mask__ready.value = 0
     dut.enable.value = 1
     dut.threshold.value = 0
     dut.threshold_we.value = 0
     dut.stat_clear.value = 0
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
+    await reset_dut(dut, low=("prob__valid", "point__ready", "mask__ready"))
     await RisingEdge(dut.clk)
-
-
-async def drive(dut, codes, rng, valid_prob):
-    """Offer ``codes`` one per beat; returns the number of cycles it took."""
-    cycles, i = 0, 0
-    while i < len(codes):
-        await RisingEdge(dut.clk)
-        cycles += 1
-        valid = rng.random() < valid_prob
-        dut.prob__valid.value = int(valid)
-        dut.prob__payload.value = int(codes[i]) if valid else 0
-        await ReadOnly()
-        if valid and dut.prob__ready.value == 1:
-            i += 1
-    await RisingEdge(dut.clk)
-    dut.prob__valid.value = 0
-    return cycles
-
-
-async def monitor(dut, name, layout, sink, rng, ready_prob):
-    """Record every transferred beat of stream ``name`` (runs until killed)."""
-    valid = getattr(dut, f"{name}__valid")
-    ready = getattr(dut, f"{name}__ready")
-    payload = getattr(dut, f"{name}__payload")
-    while True:
-        await RisingEdge(dut.clk)
-        r = rng.random() < ready_prob
-        ready.value = int(r)
-        await ReadOnly()
-        if r and valid.value == 1:
-            sink.append(data.Const(layout, payload.value.to_unsigned()))
 
 
 async def write_threshold(dut, code):
@@ -134,23 +97,24 @@ async def run_scenario(dut, cfg, rng, *, code, enable, n_groups, valid_prob, rea
     keep = point_mask(prob, golden_cfg(cfg, code), enabled=enable)
     exp_points, exp_masks = expected_streams(keep, prob)
 
-    got_points, got_masks = [], []
     if mask_ready_prob is None:
         mask_ready_prob = ready_prob
-    mons = [cocotb.start_soon(monitor(dut, "point", point_layout(cfg), got_points, rng,
-                                      ready_prob)),
-            cocotb.start_soon(monitor(dut, "mask", mask_layout(cfg), got_masks, rng,
-                                      mask_ready_prob))]
-    cycles = await drive(dut, codes, rng, valid_prob)
-    for _ in range(2000):
-        if len(got_masks) >= len(exp_masks) and len(got_points) >= len(exp_points):
-            break
-        await RisingEdge(dut.clk)
-    await ClockCycles(dut.clk, 10)          # nothing extra may follow
-    for mon in mons:
-        mon.cancel()
-    dut.point__ready.value = 0
-    dut.mask__ready.value = 0
+    src = StreamSource(dut, "prob", pause=random_pause(1.0 - valid_prob, rng=rng))
+    src.send(int(c) for c in codes)
+    points = StreamSink(dut, "point", pause=random_pause(1.0 - ready_prob, rng=rng))
+    masks = StreamSink(dut, "mask", pause=random_pause(1.0 - mask_ready_prob, rng=rng))
+    agents = [src, points, masks]
+    # At the lowest probabilities above a beat takes ~20 cycles on average.
+    await run_agents(dut.clk, agents, limit=100 * len(codes) + 2000, what="point mask",
+                     until=lambda: (src.done and masks.count >= len(exp_masks)
+                                    and points.count >= len(exp_points)))
+    await run_agents(dut.clk, agents, until=None, limit=10)      # nothing extra may follow
+    await RisingEdge(dut.clk)
+    for a in agents:
+        a.idle()
+    got_points = [data.Const(point_layout(cfg), v) for v in points.beats]
+    got_masks = [data.Const(mask_layout(cfg), v) for v in masks.beats]
+    cycles = src.accepted_at[-1]
 
     got_p = [(int(b.prob), int(b.index), int(b.first), int(b.last)) for b in got_points]
     got_m = [(int(b.keep), int(b.count)) for b in got_masks]
@@ -171,7 +135,7 @@ async def run_scenario(dut, cfg, rng, *, code, enable, n_groups, valid_prob, rea
 # ---- cocotb tests -----------------------------------------------------------------------
 
 def _start(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    start_clock(dut)
     return cocotb_config(), random.Random(int(os.environ.get("SEED", "1")))
 
 

@@ -14,21 +14,13 @@ from collections import deque
 import cocotb
 import numpy as np
 import pytest
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
+from cocotb.triggers import FallingEdge
 
 from defa_hw.rtl.requant import Requant
 from golden.requant import requant
-try:
-    from verif.lib.runner import cocotb_config, run_cocotb
-except ImportError:                        # inside the cocotb process: verif/ is on the path
-    from verif.lib.runner import cocotb_config, run_cocotb
-
-
-try:
-    from verif.configs import config_by_name as _config
-except ImportError:                        # inside the cocotb process: verif/ is on the path
-    from configs import config_by_name as _config
+from verif.configs import config_by_name as _config
+from verif.lib.clock import clock_and_reset
+from verif.lib.runner import cocotb_config, run_cocotb
 
 
 def make_vectors(cfg, acc_bits, shift_max, rng, n_random):
@@ -88,12 +80,7 @@ async def requant_test(dut):
     rng.shuffle(vectors)
     want = [requant(np.array(a), s, cfg).tolist() for a, s in vectors]
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.in_valid.value = 0
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await clock_and_reset(dut, low=("in_valid",))
 
     pending = deque()
     cycle = i = checked = sat = 0

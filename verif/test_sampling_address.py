@@ -15,26 +15,18 @@ from collections import deque
 import cocotb
 import numpy as np
 import pytest
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
+from cocotb.triggers import FallingEdge
 
 from defa_hw.rtl.sampling_address import (SamplingAddress, address_layout, point_layout,
                                       shapes_layout)
 from golden.quant import round_shift
 from golden.sampling_address import sampling_address
-try:
-    from verif.lib.runner import cocotb_config, run_cocotb
-except ImportError:                        # inside the cocotb process: verif/ is on the path
-    from verif.lib.runner import cocotb_config, run_cocotb
+from verif.configs import config_by_name as _config
+from verif.lib.clock import clock_and_reset
+from verif.lib.runner import cocotb_config, run_cocotb
 
 FIELDS = ("x0", "y0", "t0", "t1", "t01", "clamped")
 LANES = ("inb", "bank", "addr")
-
-
-try:
-    from verif.configs import config_by_name as _config
-except ImportError:                        # inside the cocotb process: verif/ is on the path
-    from configs import config_by_name as _config
 
 
 # -- stimulus -----------------------------------------------------------------------------------
@@ -140,13 +132,9 @@ def pack_shapes(cfg, shapes):
     return shapes_layout(cfg).const([{"h": h, "w": w} for h, w in shapes]).as_bits()
 
 
-async def reset(dut):
-    dut.in_valid.value = 0
+async def start(dut):
     dut.in_point.value = 0
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await clock_and_reset(dut, low=("in_valid",))
 
 
 async def run_points(dut, cfg, shapes, ref, off, level, rng, bubble=0.1):
@@ -206,8 +194,7 @@ async def random_points_test(dut):
     """Random points over several random runtime shapes (max and 1x1 included)."""
     cfg = cocotb_config()
     rng = _rng()
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    await reset(dut)
+    await start(dut)
     n = int(os.environ.get("SA_POINTS", "10000"))
     shape_sets = [list(cfg.max_shapes), [(1, 1)] * cfg.n_levels]
     shape_sets += [random_shapes(cfg, rng) for _ in range(4)]
@@ -227,8 +214,7 @@ async def directed_points_test(dut):
     """Pixel centres, out-of-map neighbours on every side, window edges, clamp bounds."""
     cfg = cocotb_config()
     rng = _rng()
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    await reset(dut)
+    await start(dut)
     shape_sets = [list(cfg.max_shapes), [(1, 1)] * cfg.n_levels,
                   [(max(1, h // 2), max(1, w - 1)) for h, w in cfg.max_shapes]]
     patterns, wraps, centres, clamp_exact = set(), set(), 0, 0

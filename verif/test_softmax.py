@@ -1,8 +1,8 @@
 """cocotb testbench: Softmax vs golden.softmax, every probability code bit for bit.
 
-A driver sends heads of ``n_lp`` logits with random valid gaps (valid held until
-accepted), a monitor takes probabilities with random ready back-pressure and checks
-each one against the golden model the moment it arrives, plus the per-head sum
+A stream source sends heads of ``n_lp`` logits with random valid gaps (valid held
+until accepted), a sink takes probabilities with random ready back-pressure and a
+checker compares each one with the golden model the moment it arrives, plus the per-head sum
 (~2**prob_bits) as a sanity check.  Random heads (>= 10,000 logits) with various
 spreads and logit fraction bits; directed heads (all equal, one dominant, INT12
 extremes, fraction bits 0/4/8/11 and beyond); and a no-stall run that measures
@@ -15,21 +15,13 @@ import random
 import cocotb
 import numpy as np
 import pytest
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
 from defa_hw.rtl.softmax import FRAC_MAX, Softmax
 from golden.softmax import softmax
-try:
-    from verif.lib.runner import cocotb_config, run_cocotb
-except ImportError:                        # inside the cocotb process: verif/ is on the path
-    from verif.lib.runner import cocotb_config, run_cocotb
-
-
-try:
-    from verif.configs import config_by_name as _config
-except ImportError:                        # inside the cocotb process: verif/ is on the path
-    from configs import config_by_name as _config
+from verif.configs import config_by_name as _config
+from verif.lib.clock import clock_and_reset
+from verif.lib.runner import cocotb_config, run_cocotb
+from verif.lib.stream import StreamSink, StreamSource, random_pause, run_agents
 
 
 # -- stimulus -----------------------------------------------------------------------------------
@@ -72,97 +64,57 @@ def golden_probs(cfg, heads):
 
 # -- driver / monitor ---------------------------------------------------------------------------
 
-class Driver:
-    """Sends every head's logits; ``logit_frac_bits`` is held over each head."""
+class Checker:
+    """Checks each probability against golden the moment it arrives (a StreamSink's
+    ``on_beat``), plus the per-head sum."""
 
-    def __init__(self, dut, heads, rng, p_valid):
-        self.dut, self.heads, self.rng, self.p_valid = dut, heads, rng, p_valid
-        self.accepted_cycles = []          # cycle of every accepted last logit
-        self.saw_backpressure = False
-
-    async def run(self):
-        dut, cycle = self.dut, 0
-        for x, fa in self.heads:
-            for k, v in enumerate(x):
-                while True:
-                    await FallingEdge(dut.clk)
-                    cycle += 1
-                    if self.rng.random() < self.p_valid:
-                        break
-                    dut.logits__valid.value = 0
-                dut.logits__payload.value = v & ((1 << len(dut.logits__payload)) - 1)
-                dut.logit_frac_bits.value = fa
-                dut.logits__valid.value = 1
-                # Valid stays up (payload stable) until the beat is taken.
-                while True:
-                    await ReadOnly()
-                    if int(dut.logits__ready.value):
-                        break
-                    self.saw_backpressure = True
-                    await FallingEdge(dut.clk)
-                    cycle += 1
-                if k == len(x) - 1:
-                    self.accepted_cycles.append(cycle)
-        await FallingEdge(dut.clk)
-        dut.logits__valid.value = 0
-
-
-class Monitor:
-    """Takes probabilities with random ready; checks each code against golden at once."""
-
-    def __init__(self, dut, cfg, heads, rng, p_ready):
-        self.dut, self.cfg, self.rng, self.p_ready = dut, cfg, rng, p_ready
-        self.heads = heads
+    def __init__(self, cfg, heads):
+        self.cfg, self.heads = cfg, heads
         self.want = golden_probs(cfg, heads)
         self.got = []
-        self.cycles = []                   # cycle at which each probability was taken
-        self.first_valid = []              # cycle each head's first probability became valid
 
-    async def run(self):
-        dut, cfg, n = self.dut, self.cfg, self.cfg.n_lp
-        total = len(self.heads) * n
-        cycle = 0
-        while len(self.got) < total:
-            await FallingEdge(dut.clk)
-            cycle += 1
-            ready = int(self.rng.random() < self.p_ready)
-            dut.probs__ready.value = ready
-            await ReadOnly()
-            valid = int(dut.probs__valid.value)
-            if valid and len(self.got) == n * len(self.first_valid):
-                self.first_valid.append(cycle)
-            if valid and ready:
-                h, k = divmod(len(self.got), n)
-                p = dut.probs__payload.value.to_unsigned()
-                want = self.want[h][k]
-                assert p == want, (f"head {h} logit {k}: rtl {p} != golden {want} "
-                                   f"(logits {self.heads[h][0]}, f_a {self.heads[h][1]})")
-                self.got.append(p)
-                self.cycles.append(cycle)
-                if k == n - 1:
-                    s = sum(self.got[-n:])
-                    # Sanity: floor of the reciprocal, n roundings, saturation at 1.0.
-                    assert abs(s - (1 << cfg.prob_bits)) <= n, f"head {h}: probabilities sum {s}"
+    def __call__(self, p):
+        cfg, n = self.cfg, self.cfg.n_lp
+        h, k = divmod(len(self.got), n)
+        want = self.want[h][k]
+        assert p == want, (f"head {h} logit {k}: rtl {p} != golden {want} "
+                           f"(logits {self.heads[h][0]}, f_a {self.heads[h][1]})")
+        self.got.append(p)
+        if k == n - 1:
+            s = sum(self.got[-n:])
+            # Sanity: floor of the reciprocal, n roundings, saturation at 1.0.
+            assert abs(s - (1 << cfg.prob_bits)) <= n, f"head {h}: probabilities sum {s}"
 
 
 async def start(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.logits__valid.value = 0
     dut.logits__payload.value = 0
     dut.logit_frac_bits.value = 0
-    dut.probs__ready.value = 0
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await clock_and_reset(dut, low=("logits__valid", "probs__ready"))
 
 
 async def run_heads(dut, cfg, heads, rng, p_valid, p_ready):
-    drv = Driver(dut, heads, rng, p_valid)
-    mon = Monitor(dut, cfg, heads, rng, p_ready)
-    cocotb.start_soon(drv.run())
-    await mon.run()
-    return drv, mon
+    """Send every head's logits (``logit_frac_bits`` held with each of its beats) and
+    check every probability; returns the source and the sink."""
+    mask = (1 << len(dut.logits__payload)) - 1
+    src = StreamSource(dut, "logits", pause=random_pause(1.0 - p_valid, rng=rng))
+    src.send({"payload": v & mask, "logit_frac_bits": fa} for x, fa in heads for v in x)
+    chk = Checker(cfg, heads)
+    sink = StreamSink(dut, "probs", pause=random_pause(1.0 - p_ready, rng=rng), on_beat=chk)
+    total = len(src.beats)
+    # The slowest divider (1 bit per cycle) takes a few tens of cycles per logit.
+    await run_agents(dut.clk, [src, sink], until=lambda: sink.count >= total,
+                     limit=100 * total + 1000, what="softmax")
+    return src, sink, chk
+
+
+def first_valid_per_head(sink, n):
+    """Cycle at which each head's first probability was valid: the first valid cycle
+    after the previous head's last probability was taken."""
+    out = []
+    for h in range(len(sink.accepted_at) // n):
+        after = sink.accepted_at[h * n - 1] if h else 0
+        out.append(next(c for c in sink.valid_at if c > after))
+    return out
 
 
 def _rng():
@@ -180,8 +132,8 @@ async def directed_heads_test(dut):
     rng = _rng()
     await start(dut)
     heads = directed_heads(cfg, rng)
-    _, mon = await run_heads(dut, cfg, heads, rng, p_valid=0.7, p_ready=0.5)
-    dut._log.info(f"{len(mon.got)} probabilities in {len(heads)} directed heads bit-exact")
+    _, _, chk = await run_heads(dut, cfg, heads, rng, p_valid=0.7, p_ready=0.5)
+    dut._log.info(f"{len(chk.got)} probabilities in {len(heads)} directed heads bit-exact")
 
 
 @cocotb.test()
@@ -192,9 +144,9 @@ async def random_heads_test(dut):
     await start(dut)
     n_logits = int(os.environ.get("SM_LOGITS", "10000"))
     heads = random_heads(cfg, rng, -(-n_logits // cfg.n_lp))
-    drv, mon = await run_heads(dut, cfg, heads, rng, p_valid=0.8, p_ready=0.7)
-    dut._log.info(f"{len(mon.got)} probabilities in {len(heads)} random heads bit-exact")
-    assert len(mon.got) >= n_logits and drv.saw_backpressure
+    src, _, chk = await run_heads(dut, cfg, heads, rng, p_valid=0.8, p_ready=0.7)
+    dut._log.info(f"{len(chk.got)} probabilities in {len(heads)} random heads bit-exact")
+    assert len(chk.got) >= n_logits and src.stalled > 0
 
 
 def _softmax(cfg):
@@ -210,12 +162,13 @@ async def throughput_test(dut):
     rng = _rng()
     await start(dut)
     heads = random_heads(cfg, rng, 48)
-    drv, mon = await run_heads(dut, cfg, heads, rng, p_valid=1.0, p_ready=1.0)
+    src, sink, _ = await run_heads(dut, cfg, heads, rng, p_valid=1.0, p_ready=1.0)
     sm = _softmax(cfg)
-    # Last logit taken at the clock edge after falling edge a; first probability
-    # registered valid by the edge before falling edge f.
-    lat = [f - a - 1 for f, a in zip(mon.first_valid, drv.accepted_cycles)]
-    period = np.diff(mon.first_valid[4:]).tolist()
+    # Last logit taken at the clock edge ending cycle a; first probability registered
+    # valid by the edge starting cycle f.
+    first_valid = first_valid_per_head(sink, n)
+    lat = [f - a - 1 for f, a in zip(first_valid, src.accepted_at[n - 1::n])]
+    period = np.diff(first_valid[4:]).tolist()
     dut._log.info(f"steady state {sorted(set(period))} cycles/head (n_lp = {n}), latency last "
                   f"logit -> first probability {lat[0]} cycles (first head)")
     assert set(period) == {sm.CYCLES_PER_HEAD}, f"cycles per head {sorted(set(period))}"
@@ -223,8 +176,8 @@ async def throughput_test(dut):
     if sm.CYCLES_PER_HEAD == n:
         # One logit per cycle: never back-pressured, outputs back to back, and every
         # head sees the first head's latency.
-        assert not drv.saw_backpressure
-        gaps = set(np.diff(mon.cycles).tolist())
+        assert src.stalled == 0
+        gaps = set(np.diff(sink.accepted_at).tolist())
         assert gaps == {1}, f"output gaps {sorted(gaps)}"
         assert set(lat) == {sm.LATENCY_FIRST}, f"latencies {sorted(set(lat))}"
 

