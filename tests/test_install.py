@@ -127,11 +127,6 @@ def test_simulate_tiny_outside_the_repository(installed):
         assert z["output_int"].shape[0] == 4 and int(z["bank_conflicts"]) == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defa_hw/flow/simulate.py: with the default build folder (relative, build/simulate) "
-    "it hands cocotb a relative DEFA_SIM_IN, which the simulator, started inside the "
-    "build folder, cannot find; fix: build_dir = build_dir_for(...).resolve() in "
-    "simulate_block"))
 def test_simulate_tiny_default_build_folder(installed):
     # The folder of the test above: its build (build/simulate there) is reused.
     cwd = installed.workdir("simulate")
