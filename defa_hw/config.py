@@ -12,6 +12,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from amaranth.utils import ceil_log2
+
 __all__ = ["ConfigError", "CoreConfigError", "DefaConfig", "PRESETS", "preset", "load_config"]
 
 
@@ -190,13 +192,13 @@ class DefaConfig:
     @property
     def mm_acc_bits(self):
         """MM accumulator: full product width plus log2(C) growth plus one bit for the bias."""
-        return 2 * self.data_bits + _clog2(self.d_model) + 1
+        return 2 * self.data_bits + ceil_log2(self.d_model) + 1
 
     @property
     def coord_int_bits(self):
         """Signed integer bits of a pixel coordinate (covers -bound-1 .. max(H, W)+bound)."""
         reach = max(max(h, w) for h, w in self.max_shapes) + max(self.offset_bound) + 2
-        return _clog2(reach) + 1
+        return ceil_log2(reach) + 1
 
     @property
     def coord_bits(self):
@@ -211,7 +213,7 @@ class DefaConfig:
     @property
     def agg_acc_bits(self):
         """BA accumulator: bilinear x probability products summed over L*P points."""
-        return self.bilinear_bits + self.prob_bits + 1 + _clog2(self.n_lp)
+        return self.bilinear_bits + self.prob_bits + 1 + ceil_log2(self.n_lp)
 
     @property
     def ba_channels(self):
@@ -298,12 +300,8 @@ class DefaConfig:
         return cls.from_dict(data)
 
 
-def _clog2(n):
-    return max(0, (n - 1).bit_length())
-
-
 def _pow2_ceil(n):
-    return 1 << _clog2(n)
+    return 1 << ceil_log2(n)
 
 
 def _even_ceil(n):

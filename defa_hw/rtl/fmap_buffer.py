@@ -15,14 +15,11 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 __all__ = ["MAPPINGS", "FmapGeometry", "BankSelect", "FmapBuffer"]
 
 MAPPINGS = ("inter", "intra")
-
-
-def _clog2(n):
-    return max(0, (n - 1).bit_length())
 
 
 def _struct(fields):
@@ -80,9 +77,9 @@ class FmapGeometry:
             if windowed and (pairs & (pairs - 1) or quads & (quads - 1)):
                 raise ValueError(f"level {l}: a {rows}-row window is not a power of two "
                                  f"row pairs and quads")
-            self.pair_bits.append(_clog2(pairs))
+            self.pair_bits.append(ceil_log2(pairs))
             self.pitch.append((w + 1) // 2)
-            self.quad_bits.append(_clog2(quads))
+            self.quad_bits.append(ceil_log2(quads))
             self.pitch4.append(-(-w // 4))
             self.base.append(base)
             base += quads * self.pitch4[-1] * S
@@ -90,8 +87,8 @@ class FmapGeometry:
             self.depths = [cfg.bank_words(b // 4) * S for b in range(cfg.n_banks)]
         else:
             self.depths = [base] * cfg.n_banks
-        self.addr_bits = max(_clog2(d) for d in self.depths)
-        self.sel_bits = 2 if mapping == "inter" else _clog2(cfg.n_banks)
+        self.addr_bits = max(ceil_log2(d) for d in self.depths)
+        self.sel_bits = 2 if mapping == "inter" else ceil_log2(cfg.n_banks)
         self.max_per_bank = 4 if mapping == "inter" else self.n_req
 
         ci = cfg.coord_int_bits
@@ -122,13 +119,13 @@ class FmapGeometry:
         if self.mapping == "inter":
             # word = ((y >> 1) mod pairs) * ceil(W/2) + (x >> 1)
             row = y[1:1 + self.pair_bits[level]]
-            col = x[1:1 + _clog2(self.pitch[level])]
+            col = x[1:1 + ceil_log2(self.pitch[level])]
             word = row * self.pitch[level] + col
             base = 0
         else:
             # word = base + ((y >> 2) mod quads) * ceil(W/4) + (x >> 2)
             row = y[2:2 + self.quad_bits[level]]
-            col = x[2:2 + _clog2(self.pitch4[level])]
+            col = x[2:2 + ceil_log2(self.pitch4[level])]
             word = row * self.pitch4[level] + col
             base = self.base[level]
         addr = word * S if slc is None else word * S + slc

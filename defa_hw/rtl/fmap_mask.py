@@ -8,14 +8,10 @@ from amaranth import *
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
 
 __all__ = ["FmapMaskGenerator", "bundle_layout", "shapes_layout", "mask_bit_layout",
            "bank_depth", "bank_pitch"]
-
-
-def _bits(n):
-    """Bits of an unsigned number that holds ``0 .. n``."""
-    return max(1, n.bit_length())
 
 
 def bank_pitch(cfg, level):
@@ -48,8 +44,8 @@ def bundle_layout(cfg):
 def shapes_layout(cfg):
     """Runtime spatial shapes ``(h, w)`` per level (``1 <= h <= H_max``, ``1 <= w <= W_max``)."""
     shape = data.StructLayout({
-        "h": unsigned(_bits(max(h for h, _ in cfg.max_shapes))),
-        "w": unsigned(_bits(max(w for _, w in cfg.max_shapes))),
+        "h": unsigned(bits_for(max(h for h, _ in cfg.max_shapes))),
+        "w": unsigned(bits_for(max(w for _, w in cfg.max_shapes))),
     })
     return data.ArrayLayout(shape, cfg.n_levels)
 
@@ -122,7 +118,7 @@ class FmapMaskGenerator(wiring.Component):
             "threshold": In(cfg.fwp_counter_bits),
             "threshold_we": In(1),
             "busy": Out(1),
-            "pixels_masked": Out(_bits(cfg.max_pixels)),
+            "pixels_masked": Out(bits_for(cfg.max_pixels)),
         })
 
     @property
@@ -176,8 +172,8 @@ class FmapMaskGenerator(wiring.Component):
         for l in range(L):
             pt = self.points.payload[l]
             pitch = bank_pitch(cfg, l)
-            yb = _bits(cfg.max_shapes[l][0] - 1)
-            xb = _bits(cfg.max_shapes[l][1] - 1)
+            yb = bits_for(cfg.max_shapes[l][0] - 1)
+            xb = bits_for(cfg.max_shapes[l][1] - 1)
             # Weight: 1 + the top fwp_weight_bits of the probability.
             weight = 1 + (pt.prob >> (cfg.prob_bits - cfg.fwp_weight_bits))
             m.d.sync += s0_inc[l].eq(weight)

@@ -7,13 +7,9 @@ Golden model: :func:`golden.point_mask.point_mask`.  Interface and timing:
 from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
 
 __all__ = ["PointMask", "point_layout", "mask_layout", "count_bits_for"]
-
-
-def _bits(n):
-    """Bits of an unsigned number that holds ``0 .. n``."""
-    return max(1, n.bit_length())
 
 
 def point_layout(cfg):
@@ -24,7 +20,7 @@ def point_layout(cfg):
     """
     return data.StructLayout({
         "prob": unsigned(cfg.prob_bits),
-        "index": unsigned(_bits(cfg.n_lp - 1)),
+        "index": unsigned(bits_for(cfg.n_lp - 1)),
         "first": 1,
         "last": 1,
     })
@@ -34,13 +30,13 @@ def mask_layout(cfg):
     """The keep mask of one (query, head): bit ``i`` = point ``i`` kept; ``count`` = popcount."""
     return data.StructLayout({
         "keep": unsigned(cfg.n_lp),
-        "count": unsigned(_bits(cfg.n_lp)),
+        "count": unsigned(bits_for(cfg.n_lp)),
     })
 
 
 def count_bits_for(cfg):
     """Statistics counter width: every point of one encoder block (``Lq = S = max_pixels``)."""
-    return _bits(cfg.max_pixels * cfg.n_heads * cfg.n_lp)
+    return bits_for(cfg.max_pixels * cfg.n_heads * cfg.n_lp)
 
 
 class PointMask(wiring.Component):

@@ -7,17 +7,9 @@ sampling address and bank mapping).  Interface and timing: ``docs/units.md``.
 from amaranth import *
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for, ceil_log2
 
 __all__ = ["SamplingAddress", "point_layout", "shapes_layout", "address_layout", "addr_bits_for"]
-
-
-def _bits(n):
-    """Bits of an unsigned number that holds ``0 .. n``."""
-    return max(1, n.bit_length())
-
-
-def _clog2(n):
-    return max(0, (n - 1).bit_length())
 
 
 def point_layout(cfg):
@@ -27,21 +19,21 @@ def point_layout(cfg):
         "ref_y": unsigned(cfg.ref_frac_bits),
         "off_x": signed(cfg.data_bits),
         "off_y": signed(cfg.data_bits),
-        "level": unsigned(_bits(cfg.n_levels - 1)),
+        "level": unsigned(bits_for(cfg.n_levels - 1)),
     })
 
 
 def shapes_layout(cfg):
     """Runtime spatial shapes ``(H, W)`` of every level (each at most ``max_shapes``)."""
-    hb = _bits(max(h for h, _ in cfg.max_shapes))
-    wb = _bits(max(w for _, w in cfg.max_shapes))
+    hb = bits_for(max(h for h, _ in cfg.max_shapes))
+    wb = bits_for(max(w for _, w in cfg.max_shapes))
     return data.ArrayLayout(data.StructLayout({"h": unsigned(hb), "w": unsigned(wb)}),
                             cfg.n_levels)
 
 
 def addr_bits_for(cfg):
     """In-bank word address width: the deepest level's bank."""
-    return max(1, max(_clog2(cfg.bank_words(l)) for l in range(cfg.n_levels)))
+    return max(1, max(ceil_log2(cfg.bank_words(l)) for l in range(cfg.n_levels)))
 
 
 def address_layout(cfg):
@@ -55,7 +47,7 @@ def address_layout(cfg):
         "t01": unsigned(F),
         "clamped": 1,
         "inb": data.ArrayLayout(1, 4),
-        "bank": data.ArrayLayout(unsigned(_clog2(cfg.n_banks)), 4),
+        "bank": data.ArrayLayout(unsigned(ceil_log2(cfg.n_banks)), 4),
         "addr": data.ArrayLayout(unsigned(addr_bits_for(cfg)), 4),
     })
 
@@ -102,7 +94,7 @@ class SamplingAddress(wiring.Component):
         L = cfg.n_levels
         cb = cfg.coord_bits
         shp = shapes_layout(cfg).elem_shape
-        lvl_shape = unsigned(_bits(L - 1))
+        lvl_shape = unsigned(bits_for(L - 1))
         m = Module()
         pt = self.in_point
 
@@ -203,7 +195,7 @@ class SamplingAddress(wiring.Component):
                         pair = yy >> 1
                         if pairs & (pairs - 1) == 0:
                             # Circular row window of a power of two row pairs: a bit mask.
-                            rp = pair[:_clog2(pairs)] if pairs > 1 else C(0)
+                            rp = pair[:ceil_log2(pairs)] if pairs > 1 else C(0)
                         else:
                             # Not a power of two only when the whole level fits
                             # (buffer_rows = even_ceil(H_max) >= H): an in-map row pair
