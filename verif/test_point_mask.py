@@ -18,7 +18,7 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from amaranth.lib import data
 
 from golden.point_mask import point_mask
-from defa_hw.rtl.point_mask import PointMask, count_bits_for, mask_layout, point_layout
+from defa_hw.rtl.point_mask import PointMask, count_bits_for, mask_layout, survivor_layout
 
 try:
     from verif.lib.runner import cocotb_config, run_cocotb
@@ -137,7 +137,7 @@ async def run_scenario(dut, cfg, rng, *, code, enable, n_groups, valid_prob, rea
     got_points, got_masks = [], []
     if mask_ready_prob is None:
         mask_ready_prob = ready_prob
-    mons = [cocotb.start_soon(monitor(dut, "point", point_layout(cfg), got_points, rng,
+    mons = [cocotb.start_soon(monitor(dut, "point", survivor_layout(cfg), got_points, rng,
                                       ready_prob)),
             cocotb.start_soon(monitor(dut, "mask", mask_layout(cfg), got_masks, rng,
                                       mask_ready_prob))]
