@@ -243,10 +243,14 @@ class DefaConfig:
         window = 2 * _pow2_ceil(self.offset_bound[level] + 3)
         return min(_even_ceil(h), window)
 
+    def bank_pitch(self, level):
+        """Words per row pair in a bank of level ``level``: ``ceil(W_max / 2)``."""
+        _, w = self.max_shapes[level]
+        return (w + 1) // 2
+
     def bank_words(self, level):
         """Words per bank of level ``level``: (rows / 2) x ceil(W / 2)."""
-        _, w = self.max_shapes[level]
-        return (self.buffer_rows(level) // 2) * ((w + 1) // 2)
+        return (self.buffer_rows(level) // 2) * self.bank_pitch(level)
 
     @property
     def max_pixels(self):

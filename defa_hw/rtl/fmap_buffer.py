@@ -17,6 +17,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from defa_hw.rtl.levels import BankMap
+
 __all__ = ["MAPPINGS", "FmapGeometry", "BankSelect", "FmapBuffer"]
 
 MAPPINGS = ("inter", "intra")
@@ -46,9 +48,9 @@ class FmapGeometry:
     addr_bits : width of the widest bank address.
     sel_bits : width of a request's bank select (in-group index, or bank number).
     max_per_bank : most requests that can address one bank (4 inter, n_req intra).
-    pair_bits, pitch : per level, inter mapping: row-pair index bits (the circular
-        window is a power of two row pairs, so ``mod`` is truncation) and the word
-        pitch of a row pair, ``ceil(W_max / 2)``.
+    bank_map : the inter mapping's :class:`~defa_hw.rtl.levels.BankMap` (windowed).
+    pair_bits, pitch : per level, inter mapping: row-pair index bits and the word pitch
+        of a row pair (``bank_map``'s).
     quad_bits, pitch4, base : per level, intra mapping: row-quad index bits, word pitch
         ``ceil(W_max / 4)`` of a row quad and first word of the level.
     request_layout, read_layout, response_layout, write_layout : stream payloads.
@@ -64,27 +66,20 @@ class FmapGeometry:
         self.n_req = 4 * L
         self.n_slices = S = cfg.head_dim // cfg.ba_channels
         self.word_bits = cfg.ba_channels * cfg.data_bits
-        self.pair_bits, self.pitch = [], []
+        self.bank_map = bm = BankMap(cfg)
+        self.pair_bits, self.pitch = bm.pair_bits, bm.pitch
         self.quad_bits, self.pitch4, self.base = [], [], []
         base = 0
-        for l, (h, w) in enumerate(cfg.max_shapes):
-            rows = cfg.buffer_rows(l)
-            pairs, quads = rows // 2, -(-rows // 4)
-            windowed = rows < h
-            # A windowed level keeps a power of two row pairs (quads), so the circular
-            # row index is the low bits of y >> 1 (y >> 2).  A level kept whole needs
-            # no modulo: an in-map y >> 1 is below ``pairs`` anyway.
-            if windowed and (pairs & (pairs - 1) or quads & (quads - 1)):
-                raise ValueError(f"level {l}: a {rows}-row window is not a power of two "
-                                 f"row pairs and quads")
-            self.pair_bits.append(ceil_log2(pairs))
-            self.pitch.append((w + 1) // 2)
+        for l, (_, w) in enumerate(cfg.max_shapes):
+            # A window is a power of two row pairs (cfg.buffer_rows), so also of row
+            # quads: the intra row index is the low bits of y >> 2.
+            quads = -(-cfg.buffer_rows(l) // 4)
             self.quad_bits.append(ceil_log2(quads))
             self.pitch4.append(-(-w // 4))
             self.base.append(base)
             base += quads * self.pitch4[-1] * S
         if mapping == "inter":
-            self.depths = [cfg.bank_words(b // 4) * S for b in range(cfg.n_banks)]
+            self.depths = [d * S for d in bm.depths]
         else:
             self.depths = [base] * cfg.n_banks
         self.addr_bits = max(ceil_log2(d) for d in self.depths)
@@ -117,10 +112,7 @@ class FmapGeometry:
         """
         S = self.n_slices
         if self.mapping == "inter":
-            # word = ((y >> 1) mod pairs) * ceil(W/2) + (x >> 1)
-            row = y[1:1 + self.pair_bits[level]]
-            col = x[1:1 + ceil_log2(self.pitch[level])]
-            word = row * self.pitch[level] + col
+            word = self.bank_map.word(level, y, x)
             base = 0
         else:
             # word = base + ((y >> 2) mod quads) * ceil(W/4) + (x >> 2)
@@ -179,8 +171,8 @@ class BankSelect(wiring.Component):
     # The two hooks below are the whole mapping decision; verif/formal overrides them to
     # show that the proof catches a broken mapping.
     def group_bank(self, y, x):
-        """Inter: bank inside the level's group, the 2x2 parity ``2 * (y & 1) + (x & 1)``."""
-        return Cat(x[0], y[0])
+        """Inter: bank inside the level's group (the bank map's 2x2 parity)."""
+        return self.geometry.bank_map.group_bank(y, x)
 
     def request_enable(self, req):
         """A request occupies a bank only when its neighbour is in the map."""
@@ -384,7 +376,7 @@ class FmapBuffer(wiring.Component):
                 with m.Case(l):
                     m.d.comb += fits.eq((w.y < h) & (w.x < wd))
         if self._mapping == "inter":
-            sel = Cat(w.x[0], w.y[0])
+            sel = g.bank_map.group_bank(w.y, w.x)
             for l in range(cfg.n_levels):
                 # The 4 banks of a level share one address.
                 addr = Signal(g.addr_bits, name=f"wr_addr{l}")
