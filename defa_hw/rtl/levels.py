@@ -62,9 +62,8 @@ class BankMap:
         self.cfg, self.window = cfg, window
         L = cfg.n_levels
         self.n_banks = 4 * L
-        rows = [cfg.buffer_rows(l) if window else h + (h & 1)
-                for l, (h, _) in enumerate(cfg.max_shapes)]
-        self.pairs = [r // 2 for r in rows]
+        self.pairs = [cfg.buffer_rows(l) // 2 if window else (h + 1) // 2
+                      for l, (h, _) in enumerate(cfg.max_shapes)]
         # cfg.buffer_rows keeps a power of two row pairs whenever it is less than the
         # level, so the circular index is the low bits of y >> 1; a level kept whole
         # needs no modulo, as an in-map y >> 1 is below ``pairs`` anyway.
