@@ -20,7 +20,8 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from golden.fmap_mask import fmap_counts, fmap_mask
 from golden.model import level_start
-from defa_hw.rtl.fmap_mask import FmapMaskGenerator, bundle_layout, shapes_layout
+from defa_hw.rtl.fmap_mask import FmapMaskGenerator, bundle_layout
+from defa_hw.rtl.levels import shapes_layout
 
 try:
     from verif.lib.runner import cocotb_config, run_cocotb

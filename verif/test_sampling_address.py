@@ -18,8 +18,8 @@ import pytest
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
-from defa_hw.rtl.sampling_address import (SamplingAddress, address_layout, point_layout,
-                                      shapes_layout)
+from defa_hw.rtl.levels import shapes_layout
+from defa_hw.rtl.sampling_address import SamplingAddress, address_layout, point_layout
 from golden.quant import round_shift
 from golden.sampling_address import sampling_address
 try:

@@ -12,7 +12,7 @@ from amaranth.utils import bits_for
 
 from defa_hw.rtl.levels import BankMap, shapes_layout
 
-__all__ = ["FmapMaskGenerator", "bundle_layout", "shapes_layout", "mask_bit_layout"]
+__all__ = ["FmapMaskGenerator", "bundle_layout", "mask_bit_layout"]
 
 
 def bundle_layout(cfg):

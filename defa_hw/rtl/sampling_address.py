@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from defa_hw.rtl.levels import BankMap, level_shape, shapes_layout
 
+# shapes_layout is defined in levels.py; it stays importable from here for the core.
 __all__ = ["SamplingAddress", "point_layout", "shapes_layout", "address_layout"]
 
 
