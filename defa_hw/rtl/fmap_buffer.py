@@ -123,6 +123,17 @@ class FmapGeometry:
         addr = word * S if slc is None else word * S + slc
         return (addr + base)[:self.addr_bits]
 
+    def level_address(self, m, addr, level, y, x, slc):
+        """Drive ``addr`` with :meth:`pixel_address` of the runtime ``level`` (a Value)."""
+        with m.Switch(level):
+            for l in range(self.cfg.n_levels):
+                with m.Case(l):
+                    m.d.comb += addr.eq(self.pixel_address(l, y, x, slc))
+
+    def intra_bank(self, y, x):
+        """Intra baseline: bank ``(y & 3) * 4 + (x & 3)`` (``golden.bank_map.bank_map_intra``)."""
+        return Cat(x[0:2], y[0:2])
+
 
 class BankSelect(wiring.Component):
     """Combinational bank select of one read cycle: requests -> bank enables/addresses.
@@ -211,12 +222,9 @@ class BankSelect(wiring.Component):
                     grant[i].eq(Mux(self.valid, hit[i], 0)),
                 ]
             else:
-                with m.Switch(level):
-                    for l in range(cfg.n_levels):
-                        with m.Case(l):
-                            m.d.comb += addr[i].eq(g.pixel_address(l, r.y, r.x, self._slice(r)))
+                g.level_address(m, addr[i], level, r.y, r.x, self._slice(r))
                 m.d.comb += [
-                    sel[i].eq(Cat(r.x[0:2], r.y[0:2])),       # (y & 3) * 4 + (x & 3)
+                    sel[i].eq(g.intra_bank(r.y, r.x)),
                     hit[i].eq(Cat(en & (sel[i] == b) for b in range(n_banks))),
                 ]
         if not inter:
@@ -386,12 +394,9 @@ class FmapBuffer(wiring.Component):
                     m.d.comb += [wp.en.eq(self.wr.valid & fits & (level == l) & (sel == j)),
                                  wp.addr.eq(addr), wp.data.eq(w.data)]
         else:
-            sel = Cat(w.x[0:2], w.y[0:2])
+            sel = g.intra_bank(w.y, w.x)
             addr = Signal(g.addr_bits, name="wr_addr")
-            with m.Switch(level):
-                for l in range(cfg.n_levels):
-                    with m.Case(l):
-                        m.d.comb += addr.eq(g.pixel_address(l, w.y, w.x, slc))
+            g.level_address(m, addr, level, w.y, w.x, slc)
             for b, wp in enumerate(wps):
                 m.d.comb += [wp.en.eq(self.wr.valid & fits & (sel == b)),
                              wp.addr.eq(addr), wp.data.eq(w.data)]
