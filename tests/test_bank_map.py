@@ -156,3 +156,32 @@ def test_intra_baseline_bank_matches_golden(name):
     sim.add_testbench(bench)
     sim.run()
     assert seen == set(range(16))
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_any_level_column_is_x_half(name):
+    """``column(None, x)``, shared by all levels, is ``x >> 1`` for every column of the
+    widest level (so an in-map column of any level)."""
+    cfg = preset(name)
+    bm = BankMap(cfg)
+    wmax = max(w for _, w in cfg.max_shapes)
+    m = Module()
+    x = Signal(range(wmax))
+    col = Signal(16)
+    m.d.comb += col.eq(bm.column(None, x))
+    got = []
+
+    async def bench(ctx):
+        for xx in range(wmax):
+            ctx.set(x, xx)
+            got.append(ctx.get(col))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [xx >> 1 for xx in range(wmax)]
+
+
+def test_window_must_be_a_bool():
+    with pytest.raises(TypeError, match="window must be a bool"):
+        BankMap(preset("tiny"), window="whole")
