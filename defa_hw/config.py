@@ -12,6 +12,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from amaranth.utils import ceil_log2
+
 __all__ = ["ConfigError", "CoreConfigError", "DefaConfig", "PRESETS", "preset", "load_config"]
 
 
@@ -196,13 +198,13 @@ class DefaConfig:
     @property
     def mm_acc_bits(self):
         """MM accumulator: full product width plus log2(C) growth plus one bit for the bias."""
-        return 2 * self.data_bits + _clog2(self.d_model) + 1
+        return 2 * self.data_bits + ceil_log2(self.d_model) + 1
 
     @property
     def coord_int_bits(self):
         """Signed integer bits of a pixel coordinate (covers -bound-1 .. max(H, W)+bound)."""
         reach = max(max(h, w) for h, w in self.max_shapes) + max(self.offset_bound) + 2
-        return _clog2(reach) + 1
+        return ceil_log2(reach) + 1
 
     @property
     def coord_bits(self):
@@ -217,7 +219,7 @@ class DefaConfig:
     @property
     def agg_acc_bits(self):
         """BA accumulator: bilinear x probability products summed over L*P points."""
-        return self.bilinear_bits + self.prob_bits + 1 + _clog2(self.n_lp)
+        return self.bilinear_bits + self.prob_bits + 1 + ceil_log2(self.n_lp)
 
     @property
     def ba_channels(self):
@@ -247,10 +249,14 @@ class DefaConfig:
         window = 2 * _pow2_ceil(self.offset_bound[level] + 3)
         return min(_even_ceil(h), window)
 
+    def bank_pitch(self, level):
+        """Words per row pair in a bank of level ``level``: ``ceil(W_max / 2)``."""
+        _, w = self.max_shapes[level]
+        return (w + 1) // 2
+
     def bank_words(self, level):
         """Words per bank of level ``level``: (rows / 2) x ceil(W / 2)."""
-        _, w = self.max_shapes[level]
-        return (self.buffer_rows(level) // 2) * ((w + 1) // 2)
+        return (self.buffer_rows(level) // 2) * self.bank_pitch(level)
 
     @property
     def max_pixels(self):
@@ -304,12 +310,8 @@ class DefaConfig:
         return cls.from_dict(data)
 
 
-def _clog2(n):
-    return max(0, (n - 1).bit_length())
-
-
 def _pow2_ceil(n):
-    return 1 << _clog2(n)
+    return 1 << ceil_log2(n)
 
 
 def _even_ceil(n):

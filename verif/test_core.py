@@ -174,9 +174,9 @@ if cocotb is not None:
         """The wait for CTRL.READY after a reset is bounded: the FWP counters take one
         cycle per word of the deepest counter bank to clear, so a 2-cycle limit fails
         with one line, and the default limit then succeeds."""
-        from defa_hw.rtl.fmap_mask import bank_depth
+        from defa_hw.rtl.levels import BankMap
         cfg = cocotb_config()
-        depth = max(bank_depth(cfg, l) for l in range(cfg.n_levels))
+        depth = max(BankMap(cfg, window=False).depths)
         assert depth > 2, "the clear must outlast the 2-cycle limit"
         tb = CoreTB(dut, cfg)
         await tb.start()

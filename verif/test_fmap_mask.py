@@ -19,7 +19,8 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from golden.fmap_mask import fmap_counts, fmap_mask
 from golden.model import level_start
-from defa_hw.rtl.fmap_mask import FmapMaskGenerator, bundle_layout, shapes_layout
+from defa_hw.rtl.fmap_mask import FmapMaskGenerator, bundle_layout
+from defa_hw.rtl.levels import shapes_layout
 
 from verif.lib.clock import reset as reset_dut
 from verif.lib.clock import start_clock, wait_until

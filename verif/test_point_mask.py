@@ -17,7 +17,7 @@ from cocotb.triggers import ReadOnly, RisingEdge
 from amaranth.lib import data
 
 from golden.point_mask import point_mask
-from defa_hw.rtl.point_mask import PointMask, count_bits_for, mask_layout, point_layout
+from defa_hw.rtl.point_mask import PointMask, count_bits_for, mask_layout, survivor_layout
 
 from verif.lib.clock import reset as reset_dut
 from verif.lib.clock import start_clock
@@ -112,7 +112,7 @@ async def run_scenario(dut, cfg, rng, *, code, enable, n_groups, valid_prob, rea
     await RisingEdge(dut.clk)
     for a in agents:
         a.idle()
-    got_points = [data.Const(point_layout(cfg), v) for v in points.beats]
+    got_points = [data.Const(survivor_layout(cfg), v) for v in points.beats]
     got_masks = [data.Const(mask_layout(cfg), v) for v in masks.beats]
     cycles = src.accepted_at[-1]
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from cocotb.triggers import FallingEdge
 
-from defa_hw.rtl.sampling_address import (SamplingAddress, address_layout, point_layout,
-                                      shapes_layout)
+from defa_hw.rtl.levels import shapes_layout
+from defa_hw.rtl.sampling_address import SamplingAddress, address_layout, point_layout
 from golden.quant import round_shift
 from golden.sampling_address import sampling_address
 from verif.configs import config_by_name as _config

@@ -15,14 +15,13 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from defa_hw.rtl.levels import BankMap
 
 __all__ = ["MAPPINGS", "FmapGeometry", "BankSelect", "FmapBuffer"]
 
 MAPPINGS = ("inter", "intra")
-
-
-def _clog2(n):
-    return max(0, (n - 1).bit_length())
 
 
 def _struct(fields):
@@ -49,9 +48,9 @@ class FmapGeometry:
     addr_bits : width of the widest bank address.
     sel_bits : width of a request's bank select (in-group index, or bank number).
     max_per_bank : most requests that can address one bank (4 inter, n_req intra).
-    pair_bits, pitch : per level, inter mapping: row-pair index bits (the circular
-        window is a power of two row pairs, so ``mod`` is truncation) and the word
-        pitch of a row pair, ``ceil(W_max / 2)``.
+    bank_map : the inter mapping's :class:`~defa_hw.rtl.levels.BankMap` (windowed).
+    pair_bits, pitch : per level, inter mapping: row-pair index bits and the word pitch
+        of a row pair (``bank_map``'s).
     quad_bits, pitch4, base : per level, intra mapping: row-quad index bits, word pitch
         ``ceil(W_max / 4)`` of a row quad and first word of the level.
     request_layout, read_layout, response_layout, write_layout : stream payloads.
@@ -67,31 +66,24 @@ class FmapGeometry:
         self.n_req = 4 * L
         self.n_slices = S = cfg.head_dim // cfg.ba_channels
         self.word_bits = cfg.ba_channels * cfg.data_bits
-        self.pair_bits, self.pitch = [], []
+        self.bank_map = bm = BankMap(cfg)
+        self.pair_bits, self.pitch = bm.pair_bits, bm.pitch
         self.quad_bits, self.pitch4, self.base = [], [], []
         base = 0
-        for l, (h, w) in enumerate(cfg.max_shapes):
-            rows = cfg.buffer_rows(l)
-            pairs, quads = rows // 2, -(-rows // 4)
-            windowed = rows < h
-            # A windowed level keeps a power of two row pairs (quads), so the circular
-            # row index is the low bits of y >> 1 (y >> 2).  A level kept whole needs
-            # no modulo: an in-map y >> 1 is below ``pairs`` anyway.
-            if windowed and (pairs & (pairs - 1) or quads & (quads - 1)):
-                raise ValueError(f"level {l}: a {rows}-row window is not a power of two "
-                                 f"row pairs and quads")
-            self.pair_bits.append(_clog2(pairs))
-            self.pitch.append((w + 1) // 2)
-            self.quad_bits.append(_clog2(quads))
+        for l, (_, w) in enumerate(cfg.max_shapes):
+            # A window is a power of two row pairs (cfg.buffer_rows), so also of row
+            # quads: the intra row index is the low bits of y >> 2.
+            quads = -(-cfg.buffer_rows(l) // 4)
+            self.quad_bits.append(ceil_log2(quads))
             self.pitch4.append(-(-w // 4))
             self.base.append(base)
             base += quads * self.pitch4[-1] * S
         if mapping == "inter":
-            self.depths = [cfg.bank_words(b // 4) * S for b in range(cfg.n_banks)]
+            self.depths = [d * S for d in bm.depths]
         else:
             self.depths = [base] * cfg.n_banks
-        self.addr_bits = max(_clog2(d) for d in self.depths)
-        self.sel_bits = 2 if mapping == "inter" else _clog2(cfg.n_banks)
+        self.addr_bits = max(ceil_log2(d) for d in self.depths)
+        self.sel_bits = 2 if mapping == "inter" else ceil_log2(cfg.n_banks)
         self.max_per_bank = 4 if mapping == "inter" else self.n_req
 
         ci = cfg.coord_int_bits
@@ -120,19 +112,27 @@ class FmapGeometry:
         """
         S = self.n_slices
         if self.mapping == "inter":
-            # word = ((y >> 1) mod pairs) * ceil(W/2) + (x >> 1)
-            row = y[1:1 + self.pair_bits[level]]
-            col = x[1:1 + _clog2(self.pitch[level])]
-            word = row * self.pitch[level] + col
+            word = self.bank_map.word(level, y, x)
             base = 0
         else:
             # word = base + ((y >> 2) mod quads) * ceil(W/4) + (x >> 2)
             row = y[2:2 + self.quad_bits[level]]
-            col = x[2:2 + _clog2(self.pitch4[level])]
+            col = x[2:2 + ceil_log2(self.pitch4[level])]
             word = row * self.pitch4[level] + col
             base = self.base[level]
         addr = word * S if slc is None else word * S + slc
         return (addr + base)[:self.addr_bits]
+
+    def level_address(self, m, addr, level, y, x, slc):
+        """Drive ``addr`` with :meth:`pixel_address` of the runtime ``level`` (a Value)."""
+        with m.Switch(level):
+            for l in range(self.cfg.n_levels):
+                with m.Case(l):
+                    m.d.comb += addr.eq(self.pixel_address(l, y, x, slc))
+
+    def intra_bank(self, y, x):
+        """Intra baseline: bank ``(y & 3) * 4 + (x & 3)`` (``golden.bank_map.bank_map_intra``)."""
+        return Cat(x[0:2], y[0:2])
 
 
 class BankSelect(wiring.Component):
@@ -182,8 +182,8 @@ class BankSelect(wiring.Component):
     # The two hooks below are the whole mapping decision; verif/formal overrides them to
     # show that the proof catches a broken mapping.
     def group_bank(self, y, x):
-        """Inter: bank inside the level's group, the 2x2 parity ``2 * (y & 1) + (x & 1)``."""
-        return Cat(x[0], y[0])
+        """Inter: bank inside the level's group (the bank map's 2x2 parity)."""
+        return self.geometry.bank_map.group_bank(y, x)
 
     def request_enable(self, req):
         """A request occupies a bank only when its neighbour is in the map."""
@@ -222,12 +222,9 @@ class BankSelect(wiring.Component):
                     grant[i].eq(Mux(self.valid, hit[i], 0)),
                 ]
             else:
-                with m.Switch(level):
-                    for l in range(cfg.n_levels):
-                        with m.Case(l):
-                            m.d.comb += addr[i].eq(g.pixel_address(l, r.y, r.x, self._slice(r)))
+                g.level_address(m, addr[i], level, r.y, r.x, self._slice(r))
                 m.d.comb += [
-                    sel[i].eq(Cat(r.x[0:2], r.y[0:2])),       # (y & 3) * 4 + (x & 3)
+                    sel[i].eq(g.intra_bank(r.y, r.x)),
                     hit[i].eq(Cat(en & (sel[i] == b) for b in range(n_banks))),
                 ]
         if not inter:
@@ -387,7 +384,7 @@ class FmapBuffer(wiring.Component):
                 with m.Case(l):
                     m.d.comb += fits.eq((w.y < h) & (w.x < wd))
         if self._mapping == "inter":
-            sel = Cat(w.x[0], w.y[0])
+            sel = g.bank_map.group_bank(w.y, w.x)
             for l in range(cfg.n_levels):
                 # The 4 banks of a level share one address.
                 addr = Signal(g.addr_bits, name=f"wr_addr{l}")
@@ -397,12 +394,9 @@ class FmapBuffer(wiring.Component):
                     m.d.comb += [wp.en.eq(self.wr.valid & fits & (level == l) & (sel == j)),
                                  wp.addr.eq(addr), wp.data.eq(w.data)]
         else:
-            sel = Cat(w.x[0:2], w.y[0:2])
+            sel = g.intra_bank(w.y, w.x)
             addr = Signal(g.addr_bits, name="wr_addr")
-            with m.Switch(level):
-                for l in range(cfg.n_levels):
-                    with m.Case(l):
-                        m.d.comb += addr.eq(g.pixel_address(l, w.y, w.x, slc))
+            g.level_address(m, addr, level, w.y, w.x, slc)
             for b, wp in enumerate(wps):
                 m.d.comb += [wp.en.eq(self.wr.valid & fits & (sel == b)),
                              wp.addr.eq(addr), wp.data.eq(w.data)]

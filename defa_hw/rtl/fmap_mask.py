@@ -8,24 +8,11 @@ from amaranth import *
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
 
-__all__ = ["FmapMaskGenerator", "bundle_layout", "shapes_layout", "mask_bit_layout",
-           "bank_depth", "bank_pitch"]
+from defa_hw.rtl.levels import BankMap, shapes_layout
 
-
-def _bits(n):
-    """Bits of an unsigned number that holds ``0 .. n``."""
-    return max(1, n.bit_length())
-
-
-def bank_pitch(cfg, level):
-    """Words per row pair of ``level``'s counter banks: ``ceil(W_max / 2)``."""
-    return (cfg.max_shapes[level][1] + 1) // 2
-
-
-def bank_depth(cfg, level):
-    """Counters per bank of ``level``: the whole level, ``ceil(H_max/2) * ceil(W_max/2)``."""
-    return (cfg.max_shapes[level][0] + 1) // 2 * bank_pitch(cfg, level)
+__all__ = ["FmapMaskGenerator", "bundle_layout", "mask_bit_layout"]
 
 
 def bundle_layout(cfg):
@@ -45,23 +32,9 @@ def bundle_layout(cfg):
     return data.ArrayLayout(point, cfg.n_levels)
 
 
-def shapes_layout(cfg):
-    """Runtime spatial shapes ``(h, w)`` per level (``1 <= h <= H_max``, ``1 <= w <= W_max``)."""
-    shape = data.StructLayout({
-        "h": unsigned(_bits(max(h for h, _ in cfg.max_shapes))),
-        "w": unsigned(_bits(max(w for _, w in cfg.max_shapes))),
-    })
-    return data.ArrayLayout(shape, cfg.n_levels)
-
-
 def mask_bit_layout(cfg):
     """One pixel of the next block's fmap mask (True = masked); ``last`` ends the map."""
     return data.StructLayout({"masked": 1, "last": 1})
-
-
-def _half(coord, bits):
-    """``coord >> 1`` of a non-negative coordinate below ``2**bits`` (0 when ``bits`` is 1)."""
-    return coord[1:bits] if bits > 1 else C(0, 1)
 
 
 class State(enum.Enum, shape=2):
@@ -75,9 +48,10 @@ class FmapMaskGenerator(wiring.Component):
     """Per-pixel saturating FWP counters and the sweep that turns them into a mask.
 
     Counter storage: ``4 * n_levels`` banks (``lib.memory.Memory``, one non-transparent
-    read port and one write port each).  Pixel ``(y, x)`` of level ``l`` lives in bank
-    ``4l + 2 (y & 1) + (x & 1)`` at word ``(y >> 1) * ceil(W_max/2) + (x >> 1)``, so the 4
-    neighbours of the 4 points of a beat hit 16 different banks.
+    read port and one write port each), placed by the whole-level
+    :class:`~defa_hw.rtl.levels.BankMap` (``bank_map``): pixel ``(y, x)`` of level ``l``
+    lives in bank ``4l + 2 (y & 1) + (x & 1)`` at word ``(y >> 1) * ceil(W_max/2) +
+    (x >> 1)``, so the 4 neighbours of the 4 points of a beat hit 16 different banks.
 
     Parameters
     ----------
@@ -103,6 +77,8 @@ class FmapMaskGenerator(wiring.Component):
         Not accumulating (clearing after reset, draining or sweeping).
     pixels_masked : Out
         Masked pixels of the current/last sweep (restarts at each ``finish``).
+    bank_map : :class:`~defa_hw.rtl.levels.BankMap`
+        Where each pixel's counter lives (whole levels).
     storage_bits : int
         Counter SRAM bits (all banks, including the padding of odd ``H_max``/``W_max``).
     """
@@ -112,8 +88,10 @@ class FmapMaskGenerator(wiring.Component):
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.n_banks = 4 * cfg.n_levels
-        self.depths = [bank_depth(cfg, b // 4) for b in range(self.n_banks)]
+        # FWP counts every pixel of the block, so its banks hold whole levels.
+        self.bank_map = BankMap(cfg, window=False)
+        self.n_banks = self.bank_map.n_banks
+        self.depths = self.bank_map.depths
         super().__init__({
             "points": In(stream.Signature(bundle_layout(cfg))),
             "finish": In(stream.Signature(shapes_layout(cfg))),
@@ -122,7 +100,7 @@ class FmapMaskGenerator(wiring.Component):
             "threshold": In(cfg.fwp_counter_bits),
             "threshold_we": In(1),
             "busy": Out(1),
-            "pixels_masked": Out(_bits(cfg.max_pixels)),
+            "pixels_masked": Out(bits_for(cfg.max_pixels)),
         })
 
     @property
@@ -175,27 +153,19 @@ class FmapMaskGenerator(wiring.Component):
 
         for l in range(L):
             pt = self.points.payload[l]
-            pitch = bank_pitch(cfg, l)
-            yb = _bits(cfg.max_shapes[l][0] - 1)
-            xb = _bits(cfg.max_shapes[l][1] - 1)
             # Weight: 1 + the top fwp_weight_bits of the probability.
             weight = 1 + (pt.prob >> (cfg.prob_bits - cfg.fwp_weight_bits))
             m.d.sync += s0_inc[l].eq(weight)
-            # Whole-level word address of each neighbour; in-bounds ones are >= 0 and
-            # below (H_max, W_max), so the low coordinate bits suffice.
-            nb_addr = [_half(pt.nb[k].y, yb) * pitch + _half(pt.nb[k].x, xb) for k in range(4)]
-            for j in range(4):
-                b = 4 * l + j
-                # The neighbour whose (y & 1, x & 1) parity selects bank j.  A 2x2
-                # neighbourhood has exactly one per bank (precondition of the input).
-                sel = [pt.nb[k].inb & (Cat(pt.nb[k].x[0], pt.nb[k].y[0]) == j)
-                       for k in range(4)]
-                addr = 0
-                for k in reversed(range(4)):
-                    addr = Mux(sel[k], nb_addr[k], addr)
+            # Each in-bounds neighbour to the bank of its 2x2 parity.  A 2x2
+            # neighbourhood has exactly one per bank (precondition of the input).
+            nbs = pt.nb
+            routed = self.bank_map.route(l, [nbs[k].y for k in range(4)],
+                                         [nbs[k].x for k in range(4)],
+                                         [nbs[k].inb for k in range(4)])
+            for j, (hit, addr) in enumerate(routed):
                 m.d.sync += [
-                    s0_valid[b].eq(accept & pt.keep & Cat(*sel).any()),
-                    s0_addr[b].eq(addr),
+                    s0_valid[4 * l + j].eq(accept & pt.keep & hit),
+                    s0_addr[4 * l + j].eq(addr),
                 ]
 
         m.d.sync += [s1_inc[l].eq(s0_inc[l]) for l in range(L)]
@@ -228,11 +198,13 @@ class FmapMaskGenerator(wiring.Component):
         cur_w = sh[lvl].w
         # A Mux chain, not an Array of constants: Icarus never evaluates a combinational
         # block whose inputs keep their time-0 values, which would leave this X.
-        pitch_of_lvl = C(bank_pitch(cfg, 0), range(max_depth + 1))
+        pitch = self.bank_map.pitch
+        pitch_of_lvl = C(pitch[0], range(max_depth + 1))
         for l in range(1, L):
-            pitch_of_lvl = Mux(lvl == l, bank_pitch(cfg, l), pitch_of_lvl)
-        sw_bank = Cat(x[0], y[0], lvl)
-        sw_addr = row_base + (x >> 1)
+            pitch_of_lvl = Mux(lvl == l, pitch[l], pitch_of_lvl)
+        # The bank map's word, with its row-pair product kept incrementally in row_base.
+        sw_bank = self.bank_map.bank(lvl, y, x)
+        sw_addr = row_base + self.bank_map.column(None, x)
         last_x = x == cur_w - 1
         last_y = y == cur_h - 1
         last_pixel = last_x & last_y & (lvl == L - 1)

@@ -24,6 +24,7 @@ accumulators, read out like MM mode.
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from defa_hw.rtl.bilinear import bilinear_diffs, bilinear_sum
 from defa_hw.rtl.pe import PEMode, ProcessingElement
@@ -51,10 +52,6 @@ def ba_group_pe(cfg, c, l, r):
     group for channel ``c`` of the slice and level ``l``."""
     p = 4 * (c * cfg.n_levels + l) + r
     return p % cfg.pe_rows, p // cfg.pe_rows
-
-
-def _clog2(n):
-    return max(0, (n - 1).bit_length())
 
 
 class PEArray(wiring.Component):
@@ -106,14 +103,14 @@ class PEArray(wiring.Component):
     @classmethod
     def latency(cls, cfg):
         """``LATENCY`` of the array for ``cfg``, without building it (for cycle models)."""
-        return max(cls.MM_ACC_STAGE + _clog2(cfg.pe_rows),
-                   cls.BA_ACC_STAGE + _clog2(cfg.n_levels))
+        return max(cls.MM_ACC_STAGE + ceil_log2(cfg.pe_rows),
+                   cls.BA_ACC_STAGE + ceil_log2(cfg.n_levels))
 
     def __init__(self, cfg):
         self.cfg = cfg
         d = cfg.data_bits
-        self.mm_tree_depth = _clog2(cfg.pe_rows)
-        self.ba_tree_depth = _clog2(cfg.n_levels)
+        self.mm_tree_depth = ceil_log2(cfg.pe_rows)
+        self.ba_tree_depth = ceil_log2(cfg.n_levels)
         self.LATENCY = self.latency(cfg)
         super().__init__({
             "valid": In(1),

@@ -7,16 +7,12 @@ Golden model: :func:`golden.point_mask.point_mask`.  Interface and timing:
 from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
 
-__all__ = ["PointMask", "point_layout", "mask_layout", "count_bits_for"]
-
-
-def _bits(n):
-    """Bits of an unsigned number that holds ``0 .. n``."""
-    return max(1, n.bit_length())
+__all__ = ["PointMask", "survivor_layout", "mask_layout", "count_bits_for"]
 
 
-def point_layout(cfg):
+def survivor_layout(cfg):
     """One surviving point on the compacted output stream.
 
     ``index`` is the point's position ``l * P + p`` inside its (query, head) group,
@@ -24,7 +20,7 @@ def point_layout(cfg):
     """
     return data.StructLayout({
         "prob": unsigned(cfg.prob_bits),
-        "index": unsigned(_bits(cfg.n_lp - 1)),
+        "index": unsigned(bits_for(cfg.n_lp - 1)),
         "first": 1,
         "last": 1,
     })
@@ -34,13 +30,13 @@ def mask_layout(cfg):
     """The keep mask of one (query, head): bit ``i`` = point ``i`` kept; ``count`` = popcount."""
     return data.StructLayout({
         "keep": unsigned(cfg.n_lp),
-        "count": unsigned(_bits(cfg.n_lp)),
+        "count": unsigned(bits_for(cfg.n_lp)),
     })
 
 
 def count_bits_for(cfg):
     """Statistics counter width: every point of one encoder block (``Lq = S = max_pixels``)."""
-    return _bits(cfg.max_pixels * cfg.n_heads * cfg.n_lp)
+    return bits_for(cfg.max_pixels * cfg.n_heads * cfg.n_lp)
 
 
 class PointMask(wiring.Component):
@@ -57,7 +53,7 @@ class PointMask(wiring.Component):
     prob : In(stream)
         Probability codes UQ0.``prob_bits``, ``n_lp`` consecutive beats per
         (query, head) in point order ``l * P + p``.
-    point : Out(stream of :func:`point_layout`)
+    point : Out(stream of :func:`survivor_layout`)
         Surviving points only (probability passed through, point index, first/last
         surviving point of the group).  A group with no survivor emits nothing here.
     mask : Out(stream of :func:`mask_layout`)
@@ -79,7 +75,7 @@ class PointMask(wiring.Component):
         self.count_bits = count_bits_for(cfg) if count_bits is None else count_bits
         super().__init__({
             "prob": In(stream.Signature(unsigned(cfg.prob_bits))),
-            "point": Out(stream.Signature(point_layout(cfg))),
+            "point": Out(stream.Signature(survivor_layout(cfg))),
             "mask": Out(stream.Signature(mask_layout(cfg))),
             "enable": In(1, init=1),
             "threshold": In(cfg.prob_bits + 1),

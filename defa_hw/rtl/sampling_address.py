@@ -8,16 +8,10 @@ from amaranth import *
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SamplingAddress", "point_layout", "shapes_layout", "address_layout", "addr_bits_for"]
+from defa_hw.rtl.levels import BankMap, level_shape, shapes_layout
 
-
-def _bits(n):
-    """Bits of an unsigned number that holds ``0 .. n``."""
-    return max(1, n.bit_length())
-
-
-def _clog2(n):
-    return max(0, (n - 1).bit_length())
+# shapes_layout is defined in levels.py; it stays importable from here for the core.
+__all__ = ["SamplingAddress", "point_layout", "shapes_layout", "address_layout"]
 
 
 def point_layout(cfg):
@@ -27,26 +21,17 @@ def point_layout(cfg):
         "ref_y": unsigned(cfg.ref_frac_bits),
         "off_x": signed(cfg.data_bits),
         "off_y": signed(cfg.data_bits),
-        "level": unsigned(_bits(cfg.n_levels - 1)),
+        "level": level_shape(cfg),
     })
 
 
-def shapes_layout(cfg):
-    """Runtime spatial shapes ``(H, W)`` of every level (each at most ``max_shapes``)."""
-    hb = _bits(max(h for h, _ in cfg.max_shapes))
-    wb = _bits(max(w for _, w in cfg.max_shapes))
-    return data.ArrayLayout(data.StructLayout({"h": unsigned(hb), "w": unsigned(wb)}),
-                            cfg.n_levels)
-
-
-def addr_bits_for(cfg):
-    """In-bank word address width: the deepest level's bank."""
-    return max(1, max(_clog2(cfg.bank_words(l)) for l in range(cfg.n_levels)))
-
-
 def address_layout(cfg):
-    """Result of one point; neighbour arrays are in the order 00, 01, 10, 11."""
+    """Result of one point; neighbour arrays are in the order 00, 01, 10, 11.
+
+    ``bank`` and ``addr`` are the (windowed) :class:`~defa_hw.rtl.levels.BankMap`'s.
+    """
     F = cfg.coord_frac_bits
+    bm = BankMap(cfg)
     return data.StructLayout({
         "x0": signed(cfg.coord_int_bits),
         "y0": signed(cfg.coord_int_bits),
@@ -55,8 +40,8 @@ def address_layout(cfg):
         "t01": unsigned(F),
         "clamped": 1,
         "inb": data.ArrayLayout(1, 4),
-        "bank": data.ArrayLayout(unsigned(_clog2(cfg.n_banks)), 4),
-        "addr": data.ArrayLayout(unsigned(addr_bits_for(cfg)), 4),
+        "bank": data.ArrayLayout(unsigned(bm.bank_bits), 4),
+        "addr": data.ArrayLayout(unsigned(bm.word_bits), 4),
     })
 
 
@@ -102,7 +87,8 @@ class SamplingAddress(wiring.Component):
         L = cfg.n_levels
         cb = cfg.coord_bits
         shp = shapes_layout(cfg).elem_shape
-        lvl_shape = unsigned(_bits(L - 1))
+        lvl_shape = level_shape(cfg)
+        bm = BankMap(cfg)
         m = Module()
         pt = self.in_point
 
@@ -182,38 +168,25 @@ class SamplingAddress(wiring.Component):
         s3_clamped = Signal()
         s3_in_x = Signal(2)                              # columns x0, x0 + 1 inside the map
         s3_in_y = Signal(2)                              # rows y0, y0 + 1 inside the map
-        max_pairs = max(cfg.buffer_rows(l) // 2 for l in range(L))
-        s3_rp = [Signal(range(max_pairs), name=f"s3_rp{i}") for i in range(2)]
-        max_wmax = max(w for _, w in cfg.max_shapes)
-        s3_cx = [Signal(range((max_wmax + 1) // 2), name=f"s3_cx{i}") for i in range(2)]
+        s3_rp = [Signal(range(max(bm.pairs)), name=f"s3_rp{i}") for i in range(2)]
+        s3_cx = [Signal(range(max(bm.pitch)), name=f"s3_cx{i}") for i in range(2)]
         m.d.sync += [
             s3_valid.eq(s2_valid), s3_level.eq(s2_level), s3_clamped.eq(s2_clamped),
             s3_x0.eq(x0), s3_y0.eq(y0), s3_t0.eq(t0), s3_t1.eq(t1),
             s3_t01_full.eq(t0 * t1),
             s3_in_x.eq(Cat((x0 >= 0) & (x0 < s2_shape.w), (x1 >= 0) & (x1 < s2_shape.w))),
             s3_in_y.eq(Cat((y0 >= 0) & (y0 < s2_shape.h), (y1 >= 0) & (y1 < s2_shape.h))),
-            # Only in-map columns reach the address, so x >> 1 is non-negative there.
-            s3_cx[0].eq(x0 >> 1), s3_cx[1].eq(x1 >> 1),
+            # Only in-map columns reach the address, and an in-map column of any level
+            # is the widest level's column, so it needs no level select.
+            s3_cx[0].eq(bm.column(None, x0)), s3_cx[1].eq(bm.column(None, x1)),
         ]
         with m.Switch(s2_level):
             for l in range(L):
-                pairs = cfg.buffer_rows(l) // 2
                 with m.Case(l):
-                    for i, yy in enumerate((y0, y1)):
-                        pair = yy >> 1
-                        if pairs & (pairs - 1) == 0:
-                            # Circular row window of a power of two row pairs: a bit mask.
-                            rp = pair[:_clog2(pairs)] if pairs > 1 else C(0)
-                        else:
-                            # Not a power of two only when the whole level fits
-                            # (buffer_rows = even_ceil(H_max) >= H): an in-map row pair
-                            # is already < pairs, so `mod` needs no logic.  Out-of-map
-                            # rows get address 0 anyway.
-                            rp = pair
-                        m.d.sync += s3_rp[i].eq(rp)
+                    m.d.sync += [s3_rp[i].eq(bm.row_pair(l, yy)) for i, yy in enumerate((y0, y1))]
 
-        # s4 (outputs): round t0 * t1, word address = row_pair * pitch + (x >> 1) with
-        # a per-level constant pitch, bank = 4 l + 2 (y & 1) + (x & 1).
+        # s4 (outputs): round t0 * t1; the bank map's word (row pair * the level's
+        # constant pitch + column; 0 out of map) and bank of every neighbour.
         out = self.out_addr
         m.d.sync += [
             self.out_valid.eq(s3_valid),
@@ -227,12 +200,11 @@ class SamplingAddress(wiring.Component):
             inb = s3_in_y[iy] & s3_in_x[ix]
             m.d.sync += [
                 out.inb[k].eq(inb),
-                out.bank[k].eq(Cat(xs[ix][0], ys[iy][0], s3_level)),
+                out.bank[k].eq(bm.bank(s3_level, ys[iy], xs[ix])),
             ]
             with m.Switch(s3_level):
                 for l in range(L):
-                    pitch = (cfg.max_shapes[l][1] + 1) // 2
                     with m.Case(l):
                         m.d.sync += out.addr[k].eq(
-                            Mux(inb, s3_rp[iy] * pitch + s3_cx[ix], 0))
+                            Mux(inb, bm.word_at(l, s3_rp[iy], s3_cx[ix]), 0))
         return m

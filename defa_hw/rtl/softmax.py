@@ -8,6 +8,7 @@ from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from golden.softmax import EXP_ONE_BITS, LOG2E_BITS, LOG2E_CODE, exp2_lut, softmax_recip_shift
 
@@ -19,10 +20,6 @@ FRAC_MAX = 32
 
 #: Heads in flight between the exp stage and the output stage (e-buffer slots).
 SLOTS = 4
-
-
-def _clog2(n):
-    return max(0, (n - 1).bit_length())
 
 
 def _ceil_div(a, b):
@@ -114,7 +111,7 @@ class Softmax(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         n = cfg.n_lp
-        ib = _clog2(n)                                    # index bits inside a slot
+        ib = ceil_log2(n)                                    # index bits inside a slot
         E = cfg.exp_lut_bits
         e_bits = EXP_ONE_BITS + 1                         # e <= 2^15
         sum_bits = (n << EXP_ONE_BITS).bit_length()

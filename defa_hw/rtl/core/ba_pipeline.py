@@ -14,7 +14,7 @@ from amaranth.utils import bits_for
 from defa_hw.rtl.core.common import check_geometry, add_memory, lend_read_port, lowest_one, popcount, read_signature, rng
 from defa_hw.rtl.core.controller import Phase
 from defa_hw.rtl.core.mm_issue import ba_operand_signature
-from defa_hw.rtl.core.value_ingest import mask_read_signature, mask_word
+from defa_hw.rtl.core.value_ingest import mask_read_signature
 from defa_hw.rtl.fmap_buffer import FmapBuffer, FmapGeometry
 from defa_hw.rtl.fmap_mask import bundle_layout
 from defa_hw.rtl.pe_array import ArrayMode
@@ -341,16 +341,11 @@ class BAPipeline(wiring.Component):
         for l in range(L):
             yys = [fb_req[l][k][0] for k in range(4)]
             xxs = [fb_req[l][k][1] for k in range(4)]
-            for j in range(4):
-                mr = getattr(self.mask_rd, f"b{4 * l + j}")
-                addr = 0
-                for k in reversed(range(4)):
-                    par = Cat(xxs[k][0], yys[k][0])
-                    addr = Mux(par == j, mask_word(geo, l, yys[k], xxs[k]), addr)
-                m.d.comb += mr.addr.eq(addr)
+            for j, (_, word) in enumerate(geo.bank_map.route(l, yys, xxs)):
+                m.d.comb += getattr(self.mask_rd, f"b{4 * l + j}").addr.eq(word)
             for k in range(4):
                 par_c7 = Signal(2, name=f"mpar{l}_{k}")
-                m.d.sync += par_c7.eq(Cat(xxs[k][0], yys[k][0]))
+                m.d.sync += par_c7.eq(geo.bank_map.group_bank(yys[k], xxs[k]))
                 bit = Array(getattr(self.mask_rd, f"b{4 * l + j}").data
                             for j in range(4))[par_c7]
                 mb_c7.append(bit)

@@ -5,7 +5,6 @@ from amaranth import Array, C, Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
 from defa_hw.rtl.core.common import check_geometry, MMKind, add_memory, divmod_const, lend_read_port, pixel_layout, read_signature, rng
 from defa_hw.rtl.core.controller import Phase
@@ -14,7 +13,7 @@ from defa_hw.rtl.core.mm_issue import mm_result_signature
 from defa_hw.rtl.fmap_buffer import FmapGeometry
 from defa_hw.rtl.sampling_address import shapes_layout
 
-__all__ = ["ValueIngest", "mask_word", "mask_read_signature"]
+__all__ = ["ValueIngest", "mask_read_signature"]
 
 
 def mask_read_signature(cfg):
@@ -22,16 +21,6 @@ def mask_read_signature(cfg):
     bank as deep as the value buffers' banks of its level)."""
     return wiring.Signature({f"b{b}": Out(read_signature(1, cfg.bank_words(b // 4)))
                              for b in range(4 * cfg.n_levels)})
-
-
-def mask_word(geo, l, y, x):
-    """Word of pixel ``(y, x)`` of level ``l`` in its incoming-mask bank (bank
-    ``4l + 2 (y & 1) + (x & 1)``): ``(y >> 1 mod pairs) * pitch + x >> 1``, like the
-    value buffers' inter mapping (``geo``: their :class:`FmapGeometry`)."""
-    row = y[1:1 + geo.pair_bits[l]] if geo.pair_bits[l] else C(0, 1)
-    cb = ceil_log2(geo.pitch[l])
-    col = x[1:1 + cb] if cb else C(0, 1)
-    return row * geo.pitch[l] + col
 
 
 class ValueIngest(wiring.Component):
@@ -63,7 +52,7 @@ class ValueIngest(wiring.Component):
     wr : Out(stream of the value buffers' write layout) x n_heads
         Value-buffer writes (no back-pressure: ``ready`` is ignored).
     mask_rd : Out(:func:`mask_read_signature`)
-        Incoming-mask bits, bank ``4l + 2 (y & 1) + (x & 1)`` at :func:`mask_word`.
+        Incoming-mask bits, bank and word by the value buffers' ``BankMap``.
     masked : Out(1)
         A masked beat is taken (counts ``Reg.PIXELS_MASKED_IN``).
     in_done : Out(1)
@@ -149,8 +138,8 @@ class ValueIngest(wiring.Component):
         for b in range(4 * L):
             l = b // 4
             mw = mask_banks[b]
-            m.d.comb += [mw.addr.eq(mask_word(geo, l, in_y, in_x)), mw.data.eq(fbeat.masked),
-                         mw.en.eq(f_acc & (in_lvl == l) & (Cat(in_x[0], in_y[0]) == b % 4))]
+            m.d.comb += [mw.addr.eq(geo.bank_map.word(l, in_y, in_x)), mw.data.eq(fbeat.masked),
+                         mw.en.eq(f_acc & (in_lvl == l) & (geo.bank_map.group_bank(in_y, in_x) == b % 4))]
         m.d.comb += [self.in_done.eq(v_in_cnt == npix),
                      self.in_drained.eq(self.in_done & (pix_fifo.level == 0))]
 
