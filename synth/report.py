@@ -159,8 +159,8 @@ def _asic_markdown(report):
             L.append(f"| {n} | error | | | | | | | | | |")
             continue
         cp = a["critical_path"]
-        path = "-" if cp is None else (f"{cp['start']} ({cp['start_cell']}) -> {cp['end']} "
-                                       f"({cp['end_cell']})"
+        path = "-" if cp is None else (f"`{cp['start_reg']}` ({cp['start_cell']}) -> "
+                                       f"`{cp['end_reg']}` ({cp['end_cell']})"
                                        + (f" in {cp['part']}" if "part" in cp else ""))
         delay = "-" if cp is None else f"{cp['delay_ns']:.3f}"
         power = "-" if a["power_mw"] is None else f"{a['power_mw']['total_mw']:.3f}"

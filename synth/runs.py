@@ -8,8 +8,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from synth.asic import (ASIC_ACTIVITY, ASIC_CORNER, ASIC_DELAY_TARGET_PS, ASIC_POWER_MHZ,
-                        ASIC_SRAM_MODEL, run_asic)
+from synth.asic import asic_model, run_asic
 from synth.ecp5 import ECP5_PACKAGE, NEXTPNR_SEED, run_ecp5
 from synth.generic import ABC_SCRIPT, SRAM_MODEL, liberty_cells, run_generic
 from synth.plan import collect_sweep, finish_plan, plan_sweep, plan_unit, sweep_configs
@@ -102,10 +101,7 @@ def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, swe
         "models": {"liberty": liberty_cells(), "sram": dict(SRAM_MODEL), "abc_script": ABC_SCRIPT,
                    "ecp5": {"package": ECP5_PACKAGE, "freq_target_mhz": freq_mhz,
                             "seed": NEXTPNR_SEED},
-                   "asic": {"liberty": "osu018_stdcells (qflow-tech-osu018)",
-                            "corner": ASIC_CORNER, "abc_delay_target_ps": ASIC_DELAY_TARGET_PS,
-                            "power_clock_mhz": ASIC_POWER_MHZ, "activity": ASIC_ACTIVITY,
-                            "sram": dict(ASIC_SRAM_MODEL)}},
+                   "asic": asic_model()},
         "blocks": {n: {} for n in names},
         "errors": [],
     }
