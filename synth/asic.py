@@ -216,6 +216,7 @@ def run_asic(il_text, *, name, workdir, timeout=1800, ignore_types=()):
                         netlist_cells=_netlist_cells((workdir / "net.v").read_text()))
     worst = paths[0] if paths else None
     logic = float(stat.get("area", 0.0))
+    power = _power(text)
     sram = round(sum(m["area_um2"] for m in mems), 1)
     return {
         "method": "flat",
@@ -235,7 +236,8 @@ def run_asic(il_text, *, name, workdir, timeout=1800, ignore_types=()):
                                "end_reg", "delay_ns", "slack_ns")},
         "worst_paths": paths[:3],
         "fmax_mhz": None if worst is None else round(1e3 / worst["delay_ns"], 1),
-        "power_mw": _power(text),
+        "power_mw": None if power is None else power["total_mw"],
+        "power_breakdown_mw": power,
         "power_conditions": {"clock_mhz": ASIC_POWER_MHZ, "activity": ASIC_ACTIVITY,
                              "duty": 0.5, "sram": "not included (see memories)"},
     }
@@ -267,9 +269,10 @@ def compose_asic(glue, parts):
         slow["critical_path"], part=inst or "(glue)")
     out["worst_paths"] = slow["worst_paths"]
     out["fmax_mhz"] = slow["fmax_mhz"]
-    powers = [r["power_mw"] for _i, r in rs]
-    out["power_mw"] = None if None in powers else {
+    powers = [r["power_breakdown_mw"] for _i, r in rs]
+    out["power_breakdown_mw"] = None if None in powers else {
         k: round(sum(p[k] for p in powers), 6) for k in powers[0]}
+    out["power_mw"] = None if None in powers else out["power_breakdown_mw"]["total_mw"]
     for k in ("liberty", "clock_period_ns", "power_conditions"):
         out[k] = glue[k]
     return out

@@ -163,7 +163,7 @@ def _asic_markdown(report):
                                        f"`{cp['end_reg']}` ({cp['end_cell']})"
                                        + (f" in {cp['part']}" if "part" in cp else ""))
         delay = "-" if cp is None else f"{cp['delay_ns']:.3f}"
-        power = "-" if a["power_mw"] is None else f"{a['power_mw']['total_mw']:.3f}"
+        power = "-" if a["power_mw"] is None else f"{a['power_mw']:.3f}"
         L.append(f"| {n} | {_fmt(a['cell_count'])} | {_fmt(a['area_um2'])} | "
                  f"{_fmt(a['area_um2_seq'])} | {_fmt(a['sram_bits'])} | "
                  f"{_fmt(a['area_um2_sram_est'])} | {_fmt(a['area_um2_total_est'])} | {path} | "

@@ -74,7 +74,10 @@ def test_tiny_block_area_cells_liberty_and_flop_to_flop_path(tmp_path, name):
                for p in r["worst_paths"])
     assert len(r["worst_paths"]) == 3
     assert r["fmax_mhz"] == pytest.approx(1e3 / cp["delay_ns"], rel=1e-3)
-    assert 0 < r["power_mw"]["total_mw"] and r["power_conditions"]["activity"] == 0.1
+    pw = r["power_breakdown_mw"]
+    assert 0 < pw["switching_mw"] < r["power_mw"] == pytest.approx(
+        pw["internal_mw"] + pw["switching_mw"] + pw["leakage_mw"], rel=1e-3)
+    assert r["power_conditions"]["activity"] == 0.1
 
 
 @needs_tools
