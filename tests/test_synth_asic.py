@@ -127,3 +127,22 @@ def test_sram_macro_model_scales_with_bits_and_width():
     assert big["area_um2"] == pytest.approx(4 * small["area_um2"], rel=1e-4)
     assert big["read_pj"] == pytest.approx(4 * small["read_pj"], rel=1e-3) and small["read_pj"] > 0
     assert small["access_ns"] == asic.ASIC_SRAM_MODEL["access_ns"]
+
+
+def _result(area, delay, mems=()):
+    power = {"internal_mw": 1.0, "switching_mw": 0.5, "leakage_mw": 0.0, "total_mw": 1.5}
+    cp = {"start": "a", "end": "b", "delay_ns": delay}
+    return {"cell_count": 10, "area_um2": area, "area_um2_seq": area / 4, "sram_bits": 0,
+            "area_um2_sram_est": 0.0, "area_um2_total_est": area, "cells": {"INVX1": 10},
+            "memories": list(mems), "critical_path": cp, "worst_paths": [cp],
+            "fmax_mhz": round(1e3 / delay, 1), "power_breakdown_mw": power,
+            "power_mw": 1.5, "liberty": {"name": "osu018_stdcells"}, "clock_period_ns": 5.0,
+            "power_conditions": {"activity": 0.1}}
+
+
+def test_composed_block_adds_area_and_power_and_takes_the_slowest_part():
+    out = asic.compose_asic(_result(100.0, 2.0), [("p0", _result(50.0, 4.0)),
+                                                   ("p1", _result(50.0, 3.0))])
+    assert out["area_um2"] == 200.0 and out["cell_count"] == 30 and out["cells"]["INVX1"] == 30
+    assert out["power_mw"] == pytest.approx(4.5)
+    assert out["fmax_mhz"] == 250.0 and out["critical_path"]["part"] == "p0"
