@@ -14,9 +14,9 @@ from pathlib import Path
 from synth.generic import liberty_script, parse_memories, prepare_gates, yosys_step
 from synth.tools import SynthInputError, ToolError, stat_design
 
-__all__ = ["ASIC_LIBERTY", "ASIC_CORNER", "ASIC_DELAY_TARGET_PS", "ASIC_ABC_CONSTR", "ASIC_POWER_MHZ",
-           "ASIC_ACTIVITY", "ASIC_SRAM_MODEL", "asic_model", "asic_tools", "run_asic", "parse_paths",
-           "sram_macro"]
+__all__ = ["ASIC_LIBERTY", "ASIC_CORNER", "ASIC_DELAY_TARGET_PS", "ASIC_ABC_CONSTR",
+           "ASIC_POWER_MHZ", "ASIC_ACTIVITY", "ASIC_SRAM_MODEL", "asic_model", "asic_tools",
+           "run_asic", "parse_paths", "sram_macro", "compose_asic"]
 
 #: Where Debian's qflow-tech-osu018 installs the OSU 0.18 um library.
 ASIC_LIBERTY = Path("/usr/share/qflow/tech/osu018/osu018_stdcells.lib")
@@ -42,7 +42,8 @@ ASIC_ACTIVITY = 0.1
 #: * access time and energy: the published GF180MCU single-port macro
 #:   ``gf180mcu_fd_ip_sram__sram512x8m8wm1`` (GlobalFoundries PDK IP, repository
 #:   google/globalfoundries-pdk-ip-gf180mcu_fd_ip_sram, liberty ``__tt_025C_1v80.lib``,
-#:   Apache-2.0): CLK->Q 17.30 ns (smallest load and slew in its table), min period
+#:   Apache-2.0): CLK->Q 17.30 ns (rise, smallest load and slew in its table; fall
+#:   18.20 ns), min period
 #:   23.56 ns, 103.176 pJ per read and 112.563 pJ per write of its 8-bit word.  Energies
 #:   scale with the word width (per bit of the word); the access time is taken as is.
 #:   Its periphery uses 5 V transistors, so time and energy are pessimistic for a
@@ -177,7 +178,8 @@ def run_asic(il_text, *, name, workdir, timeout=1800, ignore_types=()):
     shutil.copyfile(liberty, workdir / lib)
     (workdir / "abc.constr").write_text(ASIC_ABC_CONSTR)
     (workdir / "asic.ys").write_text(
-        liberty_script(lib=lib, abc=f"-D {ASIC_DELAY_TARGET_PS} -constr abc.constr", stat="asic_stat.json",
+        liberty_script(lib=lib, abc=f"-D {ASIC_DELAY_TARGET_PS} -constr abc.constr",
+                       stat="asic_stat.json",
                        comment="defa-hw synth, asic target, step 2: OSU 0.18 um cells")
         + _ASIC_NETLIST.format(ignore="".join(f" t:{t}" for t in ignore_types)))
     yosys_step(workdir, "prep.ys", what=f"{name} (asic, prep.ys)", timeout=timeout)

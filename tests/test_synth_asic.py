@@ -100,7 +100,8 @@ def test_report_json_and_md_have_the_asic_figures_without_paths(tmp_path):
         assert a[k], k
     assert str(tmp_path) not in text
     md = (tmp_path / "o" / "report.md").read_text()
-    assert "## Standard cells: OSU 0.18 um" in md and "| requant | " in md.split("Standard cells")[1]
+    assert "## Standard cells: OSU 0.18 um" in md
+    assert "| requant | " in md.split("Standard cells")[1]
 
 
 def test_missing_sta_is_one_line_naming_the_package(tmp_path):
