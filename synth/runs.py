@@ -19,6 +19,8 @@ __all__ = ["TOP_BLOCK", "TARGETS", "registered_blocks", "synthesize"]
 
 #: The block reported as the whole accelerator, when it is registered.
 TOP_BLOCK = "defa_core"
+#: Every flow (``--target all``); :func:`synthesize` runs the first two unless told,
+#: since ``asic`` needs two Debian packages (:func:`synth.asic.asic_tools`).
 TARGETS = ("generic", "ecp5", "asic")
 
 
@@ -60,7 +62,7 @@ class _Inline:
         pass
 
 
-def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, sweep=False,
+def synthesize(cfg, out, *, targets=TARGETS[:2], blocks=None, only=None, jobs=2, sweep=False,
                freq_mhz=100, progress=sys.stderr, timeout=1800, top=TOP_BLOCK,
                fpga_top=False):
     """Run the flows for every block; return the report dict (also see :func:`write_reports`).
@@ -69,7 +71,8 @@ def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, swe
     the names.  The generic figures of ``top`` are composed from its direct submodules
     (each synthesised flat, identical ones once) plus the glue around them; the top's
     ECP5 run only happens with ``fpga_top`` (place and route of the whole accelerator
-    takes tens of minutes even for the tiny preset).  Tool
+    takes tens of minutes even for the tiny preset).  ``asic`` figures are composed
+    like the generic ones.  Tool
     failures are recorded per block (``{"error": ...}``) and printed as one line each;
     the caller decides the exit status.
     """

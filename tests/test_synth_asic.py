@@ -147,3 +147,35 @@ def test_composed_block_adds_area_and_power_and_takes_the_slowest_part():
     assert out["area_um2"] == 200.0 and out["cell_count"] == 30 and out["cells"]["INVX1"] == 30
     assert out["power_mw"] == pytest.approx(4.5)
     assert out["fmax_mhz"] == 250.0 and out["critical_path"]["part"] == "p0"
+
+
+class RamLogic(wiring.Component):
+    """A 64 x 16 RAM (must stay a macro) read into a register through an adder."""
+    addr: In(6)
+    wdata: In(16)
+    we: In(1)
+    y: Out(16)
+
+    def elaborate(self, platform):
+        from amaranth.lib import memory
+        m = Module()
+        m.submodules.ram = ram = memory.Memory(shape=16, depth=64, init=[])
+        wp, rp = ram.write_port(), ram.read_port()
+        m.d.comb += [wp.addr.eq(self.addr), wp.data.eq(self.wdata), wp.en.eq(self.we),
+                     rp.addr.eq(self.addr + 1)]
+        m.d.sync += self.y.eq(rp.data + self.wdata)
+        return m
+
+
+@needs_tools
+def test_ram_stays_a_macro_with_model_figures(tmp_path):
+    r = _asic(RamLogic(), "ram_logic", tmp_path)
+    (mem,) = r["memories"]
+    assert (mem["width"], mem["depth"], mem["bits"]) == (16, 64, 1024)
+    assert mem["area_um2"] == pytest.approx(1024 * asic.ASIC_SRAM_MODEL["area_um2_per_bit"],
+                                            rel=1e-3)
+    assert mem["read_pj"] > 0 and mem["access_ns"] > 0
+    assert r["area_um2_total_est"] == pytest.approx(r["area_um2"] + mem["area_um2"], abs=0.2)
+    assert r["area_um2"] < 0.5 * mem["area_um2"]        # 1 kbit as flops would be far larger
+    assert "$mem_v2" in r["cells"] and r["cell_count"] == sum(
+        v for k, v in r["cells"].items() if k != "$mem_v2")
