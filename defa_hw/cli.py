@@ -237,8 +237,9 @@ def _build_parser():
                         "reports per block",
                         description="Synthesise every registered block (and defa_core, the top, "
                         "when registered): generic-library area in NAND2 equivalents, "
-                        "transistor estimate, SRAM bits, and ECP5 LUT/FF/BRAM/DSP/Fmax. "
-                        "See docs/synthesis.md.")
+                        "transistor estimate, SRAM bits, ECP5 LUT/FF/BRAM/DSP/Fmax, and "
+                        "OSU 0.18 um standard-cell area, critical path, Fmax and power "
+                        "(OpenSTA). See docs/synthesis.md.")
     _add_config_args(sy)
     sy.add_argument("--target", choices=("generic", "ecp5", "asic", "all"), default="all",
                     help="which flow(s) to run; asic: OSU 0.18 um cells + OpenSTA, needs the "
