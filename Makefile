@@ -9,14 +9,14 @@ OUT     ?= out
 JOBS    ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all venv icarus test test-verilator slow formal bench clean
+.PHONY: all venv icarus asic-tools test test-verilator slow formal bench clean
 
 # The main job: defa Verilog, defa generic area report (+ sweep plot), tiny ECP5
 # place and route; three runs in parallel (synth/main_job.py), run time printed.
 all: $(STAMP)
 	$(BIN)/python synth/main_job.py --out $(OUT)
 
-venv: $(STAMP)
+venv: $(STAMP) asic-tools
 
 # After the install, each YoWASP tool runs once: its first run compiles its WebAssembly
 # (Yosys: about 65 CPU seconds), which parallel jobs would otherwise each do at once.
@@ -35,6 +35,18 @@ icarus:
 	    apt-get update -qq && apt-get install -y -qq iverilog > /dev/null; \
 	  else \
 	    echo "Icarus Verilog is missing: install it with 'sudo apt-get install iverilog'"; exit 1; \
+	  fi; \
+	fi
+
+# defa-hw synth --target asic: OpenSTA ('sta') and the OSU 0.18 um liberty (Debian).
+asic-tools:
+	@if ! command -v sta > /dev/null || [ ! -f /usr/share/qflow/tech/osu018/osu018_stdcells.lib ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    echo "installing opensta and qflow-tech-osu018 (apt-get)"; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+	      opensta qflow-tech-osu018 > /dev/null; \
+	  else \
+	    echo "for --target asic: sudo apt-get install opensta qflow-tech-osu018"; \
 	  fi; \
 	fi
 

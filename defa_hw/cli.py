@@ -246,14 +246,17 @@ def _build_parser():
                     "cycles plus 1000); past it the core counts as stuck")
     si.set_defaults(func=_cmd_simulate)
 
-    sy = sub.add_parser("synth", help="area, transistor and FPGA (ECP5) reports per block",
+    sy = sub.add_parser("synth", help="area, transistor, standard-cell and FPGA (ECP5) "
+                        "reports per block",
                         description="Synthesise every registered block (and defa_core, the top, "
                         "when registered): generic-library area in NAND2 equivalents, "
-                        "transistor estimate, SRAM bits, and ECP5 LUT/FF/BRAM/DSP/Fmax. "
-                        "See docs/synthesis.md.")
+                        "transistor estimate, SRAM bits, ECP5 LUT/FF/BRAM/DSP/Fmax, and "
+                        "OSU 0.18 um standard-cell area, critical path, Fmax and power "
+                        "(OpenSTA). See docs/synthesis.md.")
     _add_config_args(sy)
-    sy.add_argument("--target", choices=("generic", "ecp5", "all"), default="all",
-                    help="which flow(s) to run (default: all)")
+    sy.add_argument("--target", choices=("generic", "ecp5", "asic", "all"), default="all",
+                    help="which flow(s) to run; asic: OSU 0.18 um cells + OpenSTA, needs the "
+                    "Debian packages opensta and qflow-tech-osu018 (default: all)")
     sy.add_argument("--out", required=True, metavar="DIR",
                     help="folder for report.json, report.md, plots and tool logs")
     sy.add_argument("--blocks", metavar="A,B", help="only these blocks (default: all registered)")

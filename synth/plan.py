@@ -9,6 +9,7 @@ those blocks' runs.  The area sweep plans its points the same way.
 
 import json
 
+from synth.asic import compose_asic
 from synth.rtlil import (canonical_key, compose_parts, rename_text, safe_name,
                          structure_signature)
 from synth.tools import progress_line
@@ -97,9 +98,11 @@ def sweep_configs(cfg):
     return out
 
 
-def plan_unit(text, root, tasks, wd, *, compose=False, known=None, transistors=True):
-    """Tasks for one design: a flat run (returns its key), or, for the top and for arrays
-    of identical submodules, a composition {"glue": key, "parts": [(inst, plan)]}.
+def plan_unit(text, root, tasks, wd, *, compose=False, known=None, transistors=True,
+              kind="generic"):
+    """Tasks of flow ``kind`` (generic or asic) for one design: a flat run (returns its
+    key), or, for the top and for arrays of identical submodules, a composition
+    {"kind": kind, "glue": key, "parts": [(inst, plan)]}.
 
     ``known`` maps :func:`structure_signature` -> plan of the blocks synthesised on their
     own: a part of the top that is such a block (e.g. ``pe``, the ``pe_array``) reuses
@@ -107,26 +110,25 @@ def plan_unit(text, root, tasks, wd, *, compose=False, known=None, transistors=T
     such a block deeper down is composed too, so that the block is still reused (the
     defa ``pe_array`` took 1,098 s flattened, against 47-92 s composed on its own).
     ``transistors``: see :func:`run_generic` (a task already planned with transistors
-    keeps them)."""
+    keeps them; the asic flow has none)."""
     root = root.lstrip("\\")
+    extra = {"transistors": transistors} if kind == "generic" else {}
     if compose or _worth_composing(text, root) or _holds_known(text, root, known):
         glue_text, parts = compose_parts(text, root)
         glue_text = rename_text(glue_text, root)
-        glue_key = canonical_key("generic glue", glue_text, safe_name(root))
+        glue_key = canonical_key(f"{kind} glue", glue_text, safe_name(root))
         stubs = [f"{safe_name(root)}.{inst}" for inst, _r, _t in parts]
-        tasks.setdefault(glue_key, ("generic", safe_name(root), glue_text,
-                                    {"ignore_types": stubs, "transistors": transistors},
-                                    wd / "glue"))
-        plan = {"glue": glue_key, "parts": []}
+        tasks.setdefault(glue_key, (kind, safe_name(root), glue_text,
+                                    dict(extra, ignore_types=stubs), wd / "glue"))
+        plan = {"kind": kind, "glue": glue_key, "parts": []}
         for inst, sub_root, sub in parts:
             same = (known or {}).get(structure_signature(sub))
             plan["parts"].append((inst, same if same is not None else
                                   plan_unit(sub, sub_root, tasks, wd / inst, known=known,
-                                            transistors=transistors)))
+                                            transistors=transistors, kind=kind)))
         return plan
-    key = canonical_key("generic", text, root)
-    tasks.setdefault(key, ("generic", safe_name(root), rename_text(text, root),
-                           {"transistors": transistors}, wd))
+    key = canonical_key(kind, text, root)
+    tasks.setdefault(key, (kind, safe_name(root), rename_text(text, root), extra, wd))
     return key
 
 
@@ -139,7 +141,7 @@ def finish_plan(plan, results):
     errs = [r["error"] for r in [glue] + [r for _i, r in parts] if "error" in r]
     if errs:
         return {"error": errs[0]}
-    out = compose_results(glue, parts)
+    out = (compose_asic if plan.get("kind") == "asic" else compose_results)(glue, parts)
     distinct = len({json.dumps(p, sort_keys=True) for _i, p in plan["parts"]})
     out["method"] = (f"composed: glue + {len(parts)} submodules ({distinct} distinct), "
                      "each synthesised flat")

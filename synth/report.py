@@ -114,6 +114,8 @@ def render_markdown(report):
             if e.get("flow", "synth_ecp5") != "synth_ecp5":
                 notes.append(f"`{n}`: {e['flow']}.")
         L.extend(["", *notes] if notes else [])
+    if "asic" in report["targets"]:
+        L.extend(_asic_markdown(report))
     if "sweep" in report:
         sw = report["sweep"]
         L.append("\n## Sweep: logic + SRAM (est.) NAND2-eq of the blocks that change\n")
@@ -135,6 +137,45 @@ def render_markdown(report):
             L.append(f"- {e}")
     L.append("\nRun times: `run_times_s` in report.json.\n")
     return "\n".join(L) + "\n"
+
+
+def _asic_markdown(report):
+    m = report["models"]["asic"]
+    L = ["\n## Standard cells: OSU 0.18 um (Yosys + ABC, OpenSTA)\n",
+         f"Liberty {m['liberty']}, corner {m['corner']}; ABC delay target "
+         f"{m['abc_delay_target_ps']} ps. Fmax = 1 / (the worst register-to-register path + "
+         f"setup), ideal clock, no wire load. Power at {_fmt(m['power_clock_mhz'], 0)} MHz, "
+         f"global activity {m['activity']} (transitions per clock period, duty 0.5), logic "
+         "only. SRAM (macros, not synthesised): area "
+         f"{m['sram']['area_um2_per_bit']} um^2/bit ({m['sram']['area_source']}); access time "
+         f"and energy from {m['sram']['timing_energy_source']}. Not included: wires, clock "
+         "tree, placement density; there is no layout.\n",
+         "| block | cells | logic um^2 | of which flops | SRAM bits | SRAM um^2 (est.) | "
+         "total um^2 (est.) | critical path (start -> end) | delay ns | Fmax MHz | power mW |",
+         "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for n, b in report["blocks"].items():
+        a = b.get("asic")
+        if a is None or "error" in a:
+            L.append(f"| {n} | error | | | | | | | | | |")
+            continue
+        cp = a["critical_path"]
+        path = "-" if cp is None else (f"`{cp['start_reg']}` ({cp['start_cell']}) -> "
+                                       f"`{cp['end_reg']}` ({cp['end_cell']})"
+                                       + (f" in {cp['part']}" if "part" in cp else ""))
+        delay = "-" if cp is None else f"{cp['delay_ns']:.3f}"
+        power = "-" if a["power_mw"] is None else f"{a['power_mw']:.3f}"
+        L.append(f"| {n} | {_fmt(a['cell_count'])} | {_fmt(a['area_um2'])} | "
+                 f"{_fmt(a['area_um2_seq'])} | {_fmt(a['sram_bits'])} | "
+                 f"{_fmt(a['area_um2_sram_est'])} | {_fmt(a['area_um2_total_est'])} | {path} | "
+                 f"{delay} | {_fmt(a['fmax_mhz'], 1)} | {power} |")
+    mems = [(n, mm) for n, b in report["blocks"].items()
+            for mm in (b.get("asic") or {}).get("memories", [])]
+    if mems:
+        L.append("\n| block | memory | bits | area um^2 (est.) | access ns | read pJ | write pJ |")
+        L.append("|---|---|---:|---:|---:|---:|---:|")
+        L.extend(f"| {n} | {mm['name']} | {_fmt(mm['bits'])} | {_fmt(mm['area_um2'])} | "
+                 f"{mm['access_ns']} | {mm['read_pj']} | {mm['write_pj']} |" for n, mm in mems)
+    return L
 
 
 def _plots(report, out):

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from synth.asic import asic_model, run_asic
 from synth.ecp5 import ECP5_PACKAGE, NEXTPNR_SEED, run_ecp5
 from synth.generic import ABC_SCRIPT, SRAM_MODEL, liberty_cells, run_generic
 from synth.plan import collect_sweep, finish_plan, plan_sweep, plan_unit, sweep_configs
@@ -18,7 +19,9 @@ __all__ = ["TOP_BLOCK", "TARGETS", "registered_blocks", "synthesize"]
 
 #: The block reported as the whole accelerator, when it is registered.
 TOP_BLOCK = "defa_core"
-TARGETS = ("generic", "ecp5")
+#: Every flow (``--target all``); :func:`synthesize` runs the first two unless told,
+#: since ``asic`` needs two Debian packages (:func:`synth.asic.asic_tools`).
+TARGETS = ("generic", "ecp5", "asic")
 
 
 def registered_blocks():
@@ -32,7 +35,7 @@ def _elaborate(factory, cfg, name, targets):
     t0 = time.monotonic()
     out = {}
     try:
-        if "generic" in targets:
+        if "generic" in targets or "asic" in targets:
             out["generic"] = to_rtlil(factory(cfg), name=name)
         if "ecp5" in targets:
             out["ecp5"] = fpga_rtlil(factory(cfg), name=name)
@@ -59,7 +62,7 @@ class _Inline:
         pass
 
 
-def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, sweep=False,
+def synthesize(cfg, out, *, targets=TARGETS[:2], blocks=None, only=None, jobs=2, sweep=False,
                freq_mhz=100, progress=sys.stderr, timeout=1800, top=TOP_BLOCK,
                fpga_top=False):
     """Run the flows for every block; return the report dict (also see :func:`write_reports`).
@@ -68,7 +71,8 @@ def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, swe
     the names.  The generic figures of ``top`` are composed from its direct submodules
     (each synthesised flat, identical ones once) plus the glue around them; the top's
     ECP5 run only happens with ``fpga_top`` (place and route of the whole accelerator
-    takes tens of minutes even for the tiny preset).  Tool
+    takes tens of minutes even for the tiny preset).  ``asic`` figures are composed
+    like the generic ones.  Tool
     failures are recorded per block (``{"error": ...}``) and printed as one line each;
     the caller decides the exit status.
     """
@@ -99,11 +103,13 @@ def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, swe
         "tools": None,              # filled in before the first tool run
         "models": {"liberty": liberty_cells(), "sram": dict(SRAM_MODEL), "abc_script": ABC_SCRIPT,
                    "ecp5": {"package": ECP5_PACKAGE, "freq_target_mhz": freq_mhz,
-                            "seed": NEXTPNR_SEED}},
+                            "seed": NEXTPNR_SEED},
+                   "asic": asic_model()},
         "blocks": {n: {} for n in names},
         "errors": [],
     }
-    times = {"elaborate": {}, "generic": {}, "ecp5": {}}
+    times = {"elaborate": {}, "generic": {}, "ecp5": {}, "asic": {}}
+    flows = [k for k in ("generic", "asic") if k in targets]     # on the RTLIL as it is
 
     # Amaranth elaborates in worker processes (it is neither thread-safe nor fast on the
     # top); each block's tool runs start as soon as its RTLIL is there.  Tool tasks are
@@ -152,8 +158,8 @@ def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, swe
             if "generic" in r:
                 texts[n] = r["generic"]
                 if n != top:        # planned below, when the blocks it may reuse are known
-                    wanted.append((n, "generic", plan_unit(r["generic"], n, tasks,
-                                                           work / "generic" / n)))
+                    wanted.extend((n, k, plan_unit(r["generic"], n, tasks, work / k / n, kind=k))
+                                  for k in flows)
             if "ecp5" in r:
                 text, ftop, ib, ob = r["ecp5"]
                 key = task_key(f"ecp5 {freq_mhz}", text)
@@ -162,12 +168,11 @@ def synthesize(cfg, out, *, targets=TARGETS, blocks=None, only=None, jobs=2, swe
         # Tool runs start once every block is elaborated (the slowest, the top, takes
         # ~30 s for defa while the other worker elaborates the rest and the sweep), so
         # that they can start largest first: the critical path (the top's glue) leads.
-        if top in texts:
+        for k in flows if top in texts else ():
             known = {structure_signature(texts[n]): plan
-                     for n, target, plan in wanted if target == "generic"}
-            wanted.append((top, "generic", plan_unit(texts[top], top, tasks,
-                                                     work / "generic" / top,
-                                                     compose=True, known=known)))
+                     for n, target, plan in wanted if target == k}
+            wanted.append((top, k, plan_unit(texts[top], top, tasks, work / k / top,
+                                             compose=True, known=known, kind=k)))
         report["tools"] = versions.result()
         submit_new()
         sweep_plan = None
@@ -218,6 +223,8 @@ def _run_task(key, task, *, freq_mhz, timeout, out):
     try:
         if kind == "generic":
             res = run_generic(text, name=n, workdir=wd, timeout=timeout, **(extra or {}))
+        elif kind == "asic":
+            res = run_asic(text, name=n, workdir=wd, timeout=timeout, **(extra or {}))
         else:
             ftop, ib, ob = extra
             res = run_ecp5(text, top=ftop, workdir=wd, freq_mhz=freq_mhz, in_bits=ib,
@@ -238,6 +245,11 @@ def _report_task(task, res, dt, times, progress, out):
     elif kind == "generic":
         progress_line(progress, f"[synth] {label:34s} {dt:7.1f} s  "
                   f"logic {res['area_nand2_logic']:.0f} NAND2-eq, {res['sram_bits']} SRAM bits")
+    elif kind == "asic":
+        fmax = "-" if res["fmax_mhz"] is None else f"{res['fmax_mhz']} MHz"
+        progress_line(progress, f"[synth] {label:34s} {dt:7.1f} s  "
+                      f"{res['area_um2']:.0f} um2 (OSU 0.18), {res['cell_count']} cells, "
+                      f"Fmax {fmax}")
     else:
         progress_line(progress, f"[synth] {label:34s} {dt:7.1f} s  "
                   f"{res['lut']} LUT, {res['ff']} FF, {res['dsp']} DSP, {res['bram']} BRAM, "
