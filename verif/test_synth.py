@@ -393,11 +393,19 @@ def test_top_parts_are_recognised_as_their_blocks():
     sig = {n: synth.structure_signature(synth.to_rtlil(build_block(n, TINY), name=n))
            for n in ("pe_array", "fmap_buffer", "requant", "softmax")}
     top = synth.to_rtlil(build_block("defa_core", TINY), name="defa_core")
-    parts = {i: synth.structure_signature(t) for i, _r, t in synth.compose_parts(top, "defa_core")[1]}
-    assert parts["pe"] == sig["pe_array"]
-    assert parts["vbuf0"] == parts["vbuf1"] == sig["fmap_buffer"]
-    assert parts["softmax"] == sig["softmax"]
-    assert parts["rq_mm"] != sig["requant"] and parts["rq_ba"] != sig["requant"]
+    units = {i: (r, t) for i, r, t in synth.compose_parts(top, "defa_core")[1]}
+
+    def nested(unit, inst):
+        # Blocks the core's units instantiate (softmax in the attention path, the
+        # requantisers in the MM issue and BA pipeline).
+        r, t = units[unit]
+        return {i: synth.structure_signature(tt) for i, _r, tt in synth.compose_parts(t, r)[1]}[inst]
+
+    assert synth.structure_signature(units["pe"][1]) == sig["pe_array"]
+    assert (synth.structure_signature(units["vbuf0"][1]) ==
+            synth.structure_signature(units["vbuf1"][1]) == sig["fmap_buffer"])
+    assert nested("attn", "softmax") == sig["softmax"]
+    assert nested("mm", "rq_mm") != sig["requant"] and nested("ba", "rq_ba") != sig["requant"]
     other = DefaConfig.from_dict(dict(TINY.to_dict(), name="other", pe_rows=8, pe_cols=8))
     assert synth.structure_signature(
         synth.to_rtlil(build_block("pe_array", other), name="pe_array")) != sig["pe_array"]
