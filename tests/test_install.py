@@ -90,6 +90,7 @@ def installed(tmp_path_factory):
     return Installed(root)
 
 
+@pytest.mark.heavy(minutes=3)
 def test_stock_pip_and_packages_from_site_packages(installed):
     """The venv's pip is the one Python ships, and every package (with its data) is
     imported from the venv, not from the checkout."""

@@ -217,12 +217,14 @@ ALL = ["core_prune", "core_no_prune", "core_stalls", *RESET_TESTS, "core_back_to
        "core_stuck_fmap", "core_reset_bounded"]
 
 
+@pytest.mark.heavy(minutes=2)
 def test_core_tiny():
     """tiny: pruning on / off, random stalls, a reset in every phase, back to back, a
     stuck fmap stream."""
     _run(preset("tiny"), ALL)
 
 
+@pytest.mark.heavy
 def test_core_tiny_multipass():
     """tiny with 4 queries per pass: 6 queries run in 2 passes (query double buffer,
     per-pass state, value projection once)."""
@@ -237,6 +239,7 @@ DEFA_SMALL = ["core_prune", "core_no_prune", "core_stalls", "core_reset_in_phase
               "core_back_to_back"]
 
 
+@pytest.mark.heavy(minutes=4)
 def test_core_defa_small():
     """defa (16x16 array, 8 heads, 4x4 points) on a 2x2 / 1x2 / 1x1 / 1x1 map, 2 queries:
     pruning on / off, random stalls, a reset in BA, back to back (one build)."""

@@ -457,6 +457,7 @@ def _regression(tmp_path, target):
     assert not fails, "\n".join(fails)
 
 
+@pytest.mark.heavy
 def test_tiny_area_against_baseline(tmp_path):
     _regression(tmp_path, "generic")
 

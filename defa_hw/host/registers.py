@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from defa_hw.config import LIMITS, CoreConfigError
+from defa_hw.rtl.core.controller import Phase
 
 __all__ = ["Field", "Register", "REGISTERS", "Reg", "REG_BITS", "REG_ADDR_BITS", "CTRL",
            "ErrorCause", "PHASES", "COUNTER_REGS", "MAX_QUERIES_LIMIT", "field_range",
@@ -167,8 +168,8 @@ REGISTERS = (
     *[Register(f"SHAPE{l}", 0x10 + l, _shape_fields(l), f"level {l}: H, W")
       for l in range(LIMITS["n_levels"][1])],
     _with_addr(_counter("CYCLES", "busy cycles of the current / last block"), 0x20),
-    *[_with_addr(_counter(f"CYC_{ph}", f"cycles in phase {ph} (the sum is CYCLES)"), 0x21 + i)
-      for i, ph in enumerate(("ATTN", "OFFSET", "VALUE", "BA", "OUT", "TAIL"))],
+    *[_with_addr(_counter(f"CYC_{ph.name}", f"cycles in phase {ph.name} (the sum is CYCLES)"),
+                 0x20 + ph.value) for ph in Phase if ph is not Phase.IDLE],
     _with_addr(_counter("STALL_CYCLES", "cycles an issuer waited for a stream (query or pixel "
                                  "not there yet, result credits exhausted, results not "
                                  "taken in TAIL)"), 0x27),
@@ -181,8 +182,10 @@ REGISTERS = (
     _with_addr(_counter("MM_OPS", "operations issued to the PE array in MM mode"), 0x2E),
     _with_addr(_counter("BA_OPS", "operations issued to the PE array in BA mode"), 0x2F),
     _with_addr(_counter("PASSES", "passes of the block"), 0x30),
-    Register("PHASE", 0x31, (Field("phase", 0, 3, "r", "the controller's phase "
-                                   "(`defa_hw.rtl.core.Phase`)"),), "controller phase"),
+    Register("PHASE", 0x31, (Field("phase", 0, Phase.as_shape().width, "r",
+                                   "the controller's phase: " + ", ".join(
+                                       f"{p.value} {p.name}" for p in Phase)),),
+             "controller phase"),
     Register("CONFIG0", 0x3E, _CONFIG0, "structure of the core (constant)"),
     Register("CONFIG1", 0x3F, _CONFIG1, "array and pass size (constant)"),
 )
@@ -220,8 +223,7 @@ class CTRL:
 
 
 #: Phases in controller order, the register of their cycle counter and their name.
-PHASES = (("attn", Reg.CYC_ATTN), ("offset", Reg.CYC_OFFSET), ("value", Reg.CYC_VALUE),
-          ("ba", Reg.CYC_BA), ("out", Reg.CYC_OUT), ("tail", Reg.CYC_TAIL))
+PHASES = tuple((ph.name.lower(), Reg[f"CYC_{ph.name}"]) for ph in Phase if ph is not Phase.IDLE)
 
 #: Read-only counters and the name ``simulate`` reports them under.
 COUNTER_REGS = {

@@ -24,6 +24,7 @@ import enum as _pyenum
 
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
+from amaranth.utils import bits_for
 
 from defa_hw.config import CoreConfigError
 
@@ -31,10 +32,6 @@ __all__ = ["WeightTarget", "ResultKind", "weight_rows", "weight_beat_layout",
            "fmap_beat_layout", "ref_layout", "query_beat_layout", "mask_bits_per_beat",
            "result_beat_layout", "offset_banks", "check_core_config", "CoreConfigError"]
 
-
-def _bits(n):
-    """Bits of an unsigned number holding ``0 .. n``."""
-    return max(1, int(n).bit_length())
 
 
 def check_core_config(cfg):
@@ -91,7 +88,7 @@ def weight_beat_layout(cfg):
     rows = max(weight_rows(cfg).values())
     return data.StructLayout({
         "target": unsigned(2),
-        "row": unsigned(_bits(rows - 1)),
+        "row": unsigned(bits_for(rows - 1)),
         "weights": data.ArrayLayout(signed(cfg.data_bits), cfg.d_model),
         "bias": signed(cfg.mm_acc_bits),
     })
@@ -135,7 +132,7 @@ def result_beat_layout(cfg):
     return data.StructLayout({
         "kind": unsigned(1),
         "last": unsigned(1),
-        "count": unsigned(_bits(mb)),
+        "count": unsigned(bits_for(mb)),
         "data": unsigned(mb),
     })
 
