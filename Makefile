@@ -9,7 +9,7 @@ OUT     ?= out
 JOBS    ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all venv icarus asic-tools test test-verilator slow formal bench clean
+.PHONY: all venv icarus asic-tools test test-verilator slow formal bench sweep clean
 
 # The main job: defa Verilog, defa generic area report (+ sweep plot), tiny ECP5
 # place and route; three runs in parallel (synth/main_job.py), run time printed.
@@ -50,7 +50,7 @@ asic-tools:
 	  fi; \
 	fi
 
-test: $(STAMP) icarus
+test: $(STAMP) icarus asic-tools
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" -q
 
 test-verilator: $(STAMP)
@@ -59,6 +59,10 @@ test-verilator: $(STAMP)
 formal: $(STAMP)
 	$(BIN)/python verif/formal/run_formal.py --preset tiny
 	$(BIN)/python verif/formal/run_formal.py --preset defa
+
+# The defa area sweep (PE size, bank count): out/synth/defa-sweep/area_sweep.png.
+sweep: $(STAMP)
+	$(BIN)/defa-hw synth --preset defa --target generic --sweep --jobs $(JOBS) --out $(OUT)/synth/defa-sweep
 
 bench: $(STAMP) icarus
 	$(BIN)/python verif/bench_pe_array.py

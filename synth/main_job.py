@@ -1,8 +1,9 @@
 """`make`: the main job of defa-hw, in three parallel tool runs.
 
 1. ``defa-hw generate --preset defa``          -> OUT/rtl/defa/defa_core.v, config.json
-2. ``defa-hw synth --preset defa --target generic --sweep``
-                                                -> OUT/synth/defa/report.{json,md}, plots
+2. ``defa-hw synth --preset defa --target generic``
+                                                -> OUT/synth/defa/report.{json,md}, area plot
+   (the PE-size / bank-count sweep is ``make sweep``: it no longer fits the 5 minutes)
 3. ``defa-hw synth --preset tiny --target ecp5 --check-baseline``
                                                 -> OUT/synth/tiny/report.{json,md}
 
@@ -28,7 +29,7 @@ from pathlib import Path
 def _runs(out):
     """(name, defa-hw arguments)"""
     return [
-        ("synth defa", ["synth", "--preset", "defa", "--target", "generic", "--sweep",
+        ("synth defa", ["synth", "--preset", "defa", "--target", "generic",
                         "--jobs", "2", "--out", f"{out}/synth/defa"]),
         ("rtl defa", ["generate", "--preset", "defa", "--out", f"{out}/rtl/defa"]),
         ("fpga tiny", ["synth", "--preset", "tiny", "--target", "ecp5", "--jobs", "2",
@@ -78,7 +79,7 @@ def main(argv=None):
     print(f"\nmake: outputs in {out}/:\n"
           f"  {out}/rtl/defa/defa_core.v       defa Verilog (+ config.json)\n"
           f"  {out}/synth/defa/report.md        defa area per block "
-          "(report.json, area_breakdown.png, area_sweep.png)\n"
+          "(report.json, area_breakdown.png)\n"
           f"  {out}/synth/tiny/report.md        tiny ECP5 LUT/FF/BRAM/DSP/Fmax (report.json)")
     if failed:
         print(f"make: FAILED: {', '.join(failed)} after {dt:.0f} s", file=sys.stderr)
