@@ -230,14 +230,18 @@ def _build_parser():
                         "golden arrays plus cycle counters (cycles, ideal_cycles, per phase, "
                         "utilization, bank_conflicts); exit status 1 if any output bit "
                         "differs from golden, 3 if the simulation fails or the core is stuck "
-                        "(one line naming its phase). The feature map must fit the on-chip "
-                        "windows.")
+                        "(one line naming its phase). Any feature map up to the config's "
+                        "max_shapes; the value windows load rows as the queries need them.")
     si.add_argument("--inputs", required=True, metavar="IN.npz")
     si.add_argument("--out", required=True, metavar="OUT.npz")
     _add_config_args(si)
     si.add_argument("--sim", choices=("icarus", "verilator"), default="icarus",
                     help="simulator (default: icarus)")
     si.add_argument("--no-prune", action="store_true", help="turn PAP and FWP off")
+    si.add_argument("--query-order", choices=("locality", "given"), default="locality",
+                    help="order the core runs the queries in (outputs are restored to the "
+                    "input order): locality = by reference row, each window sweeps its "
+                    "level once (default); given = the input's order")
     _add_quant_arg(si)
     si.add_argument("--build-dir", metavar="DIR",
                     help="build folder root (default: build/simulate in the repository)")

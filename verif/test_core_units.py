@@ -210,6 +210,7 @@ def test_ba_sequencer(seed):
                                   for l in range(g.L)]))
     seq = BASequencer(g)
     got, cycles = [], []
+    HOLD = 5                                      # query 1 waits for its value rows
 
     async def bench(ctx):
         ctx.set(seq.nq_pass, nq)
@@ -217,20 +218,30 @@ def test_ba_sequencer(seed):
         await ctx.tick()
         ctx.set(seq.pass_start, 0)
         ctx.set(seq.phase, Phase.BA)
+        ctx.set(seq.win_ok, 1)
         await ctx.tick().repeat(3)                # BA waits while start_ok is low
         assert not ctx.get(seq.op.valid)
         ctx.set(seq.start_ok, 1)
-        for cyc in range(len(want) + 20):
+        wq, held = 0, 0                           # the value windows' checked query
+        for cyc in range(len(want) + 20 + HOLD):
+            ctx.set(seq.win_q, wq)
+            ctx.set(seq.win_ok, not (wq == 1 and held < HOLD))
+            if wq == 1 and held < HOLD:
+                held += 1
             if ctx.get(seq.op.valid):
                 op = ctx.get(seq.op)
+                assert op.q == wq or not ctx.get(seq.take), "a query started unchecked"
                 got.append((op.q, op.m, op.s, bool(op.first), bool(op.last), bool(op.fwp),
                             bool(op.endq), [bool((op.keep >> l) & 1) for l in range(g.L)],
                             [ctx.get(seq.pts[l]) if (op.keep >> l) & 1 else None
                              for l in range(g.L)]))
                 cycles.append(cyc)
-            elif got:
+            elif got and len(got) == len(want):
                 assert ctx.get(seq.done), "done follows the last operation"
                 break
+            if ctx.get(seq.take):
+                assert ctx.get(seq.op.q) == wq
+                wq += 1 if wq + 1 < nq else 0
             await ctx.tick()
 
     _run(_KeepMemory(seq, words), bench)
@@ -239,19 +250,25 @@ def test_ba_sequencer(seed):
         max(1, max(keep[q, h, l * g.P:(l + 1) * g.P].sum() for l in range(g.L)))
         for q in range(nq) for h in range(g.M))
     assert cycles[0] == BASequencer.START
-    assert cycles == list(range(cycles[0], cycles[0] + len(got))), "back to back"
+    # back to back, but for query 1, which starts only once the windows hold its rows
+    q1 = next((i for i, w in enumerate(want) if w[0] == 1), len(want))
+    gap = [0] * q1 + [HOLD - (q1 + BASequencer.START) if q1 else 0] * (len(got) - q1)
+    gap = [max(0, x) for x in gap]
+    assert cycles == [cycles[0] + i + gap[i] for i in range(len(got))], "back to back"
 
 
 # ---- controller ---------------------------------------------------------------------------
 
 def test_controller_walks_the_passes():
-    """ATTN -> OFFSET -> VALUE (first pass only) -> BA -> OUT -> (next pass ATTN | TAIL)
-    -> IDLE, each exit on its unit's done / drained inputs only; pass bookkeeping."""
+    """ATTN -> OFFSET -> BA (-> VALUE on a window miss once BA is idle -> BA) -> OUT ->
+    (next pass ATTN | TAIL) -> IDLE, each exit on its unit's done / drained inputs only;
+    pass bookkeeping.  Pass 0 misses once, pass 1 twice, pass 2 never."""
     g = _geom()
     ctl = Controller(g)
     nq = 2 * MQ + 1                                   # three passes, the last of 1 query
+    misses = {0: 1, 1: 2, 2: 0}
     exits = {Phase.ATTN: ["attn_done"], Phase.OFFSET: ["offset_done"],
-             Phase.VALUE: ["value_in_drained", "value_issue_idle"],
+             Phase.VALUE: ["window_loaded", "value_in_drained", "value_issue_idle"],
              Phase.BA: ["ba_done"], Phase.OUT: ["out_done"],
              Phase.TAIL: ["results_drained", "mm_drained", "ba_drained"]}
     walk = []
@@ -274,10 +291,17 @@ def test_controller_walks_the_passes():
             assert ctx.get(ctl.nq_pass) == min(MQ, nq - pidx * MQ)
             assert ctx.get(ctl.last_pass) == (pidx == 2)
             names = exits[ph]
+            if ph == Phase.BA and misses[pidx]:
+                misses[pidx] -= 1
+                names = ["window_miss", "ba_idle"]
             # every input but the last of the exit: the phase holds
             for n in names[:-1]:
                 ctx.set(getattr(ctl, n), 1)
             others = [n for v in exits.values() for n in v if n not in names]
+            if names == exits[Phase.BA]:
+                others += ["ba_idle"]                 # idle alone is no miss
+            if ph == Phase.BA and names != exits[Phase.BA]:
+                others.remove("ba_done")              # done wins over a miss
             for n in others:                          # other units' flags are ignored
                 ctx.set(getattr(ctl, n), 1)
             await ctx.tick()
@@ -294,6 +318,6 @@ def test_controller_walks_the_passes():
 
     _run(ctl, bench)
     P = Phase
-    assert walk == [P.ATTN, P.OFFSET, P.VALUE, P.BA, P.OUT,
-                    P.ATTN, P.OFFSET, P.BA, P.OUT,
+    assert walk == [P.ATTN, P.OFFSET, P.BA, P.VALUE, P.BA, P.OUT,
+                    P.ATTN, P.OFFSET, P.BA, P.VALUE, P.BA, P.VALUE, P.BA, P.OUT,
                     P.ATTN, P.OFFSET, P.BA, P.OUT, P.TAIL, P.IDLE]

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from defa_hw.host.order import restore_order
 from defa_hw.rtl.core import DEFAULT_MAX_QUERIES, core_verilog
 
 __all__ = ["REPO_ROOT", "DEFAULT_BUILD_ROOT", "CYCLE_MARGIN", "GOLDEN_COUNTERS", "save_qblock",
-           "load_qblock", "build_core", "run_core_tests", "cycle_limit", "fits_on_chip",
+           "load_qblock", "build_core", "run_core_tests", "cycle_limit", "window_counters", "run_ordered",
            "build_dir_for", "SimulateError", "SimulationFailed", "simulate_block",
            "compare_with_golden"]
 
@@ -111,17 +112,6 @@ def cycle_limit(cfg, qb, gold, *, prune=True, max_queries=DEFAULT_MAX_QUERIES):
 
 # ---- simulate -----------------------------------------------------------------------------
 
-def fits_on_chip(cfg, shapes):
-    """``None`` when a feature map of ``shapes`` fits the on-chip buffer windows, else why."""
-    for l, (h, w) in enumerate(np.asarray(shapes, dtype=np.int64)):
-        rows = cfg.buffer_rows(l)
-        if h > rows:
-            return (f"level {l} is {h} rows high but the on-chip window holds {rows} rows "
-                    f"(offset_bound {cfg.offset_bound[l]}): this version needs the whole "
-                    f"feature map on chip (see docs/architecture.md, limits)")
-    return None
-
-
 #: Counters of the core that must equal the golden model's statistics.
 GOLDEN_COUNTERS = ("points_total", "points_pruned", "points_clamped", "pixels_masked_in",
                    "pixels_pruned_next")
@@ -145,6 +135,7 @@ def compare_with_golden(cfg, qb, res, *, prune=True):
     # A counter the results lack is a mismatch: a check must not pass by omission.
     want = {k: int(gold[k]) for k in GOLDEN_COUNTERS}
     want["bank_conflicts"] = 0
+    want.update(window_counters(cfg, qb))
     for k, v in want.items():
         if k not in res:
             problems.append(f"counter {k} is missing from the results (golden {v})")
@@ -152,6 +143,61 @@ def compare_with_golden(cfg, qb, res, *, prune=True):
             src = "golden" if k in gold else "expected"
             problems.append(f"counter {k} = {int(res[k])}, {src} {v}")
     return gold, problems
+
+
+def window_counters(cfg, qb):
+    """The window and stream counters a block must show, from the golden window schedule
+    (:func:`golden.value_window.window_schedule`) and the host's packing."""
+    from golden.value_window import window_schedule
+    from defa_hw.host.packing import HostPacker
+    sched = window_schedule(cfg, qb.ref, qb.shapes)
+    seen = np.concatenate(sched.rows_seen)
+    widths = np.repeat(np.asarray(qb.shapes)[:, 1], np.asarray(qb.shapes)[:, 0])
+    pixel_seen = np.repeat(seen, widths)
+    beats = HostPacker(cfg).beat_counts(qb)
+    return {"window_loads": sched.loads, "rows_loaded": sched.rows_loaded,
+            "rows_refetched": sched.rows_refetched,
+            # masked pixels are counted in the first load of their row
+            "pixels_masked_in": int(np.asarray(qb.fmap_mask, dtype=bool)[pixel_seen].sum()),
+            "fmap_beats": int(sched.pixels_loaded(qb.shapes).size),
+            "weight_beats": beats["weights"], "query_beats": beats["queries"],
+            "result_beats": beats["results"]}
+
+
+#: Window and stream counters ``simulate`` reports and checks (:func:`window_counters`).
+WINDOW_COUNTERS = ("window_loads", "rows_loaded", "rows_refetched", "weight_beats",
+                   "query_beats", "fmap_beats", "result_beats")
+
+
+def stream_traffic(cfg, counts):
+    """External traffic of a block: beats and bits per stream, from beat counts (the
+    ``*_beats`` counters) and the packet layouts' widths."""
+    from defa_hw.rtl.core.interface import (fmap_beat_layout, fmap_request_layout,
+                                            query_beat_layout, result_beat_layout,
+                                            weight_beat_layout)
+    widths = {"weights": weight_beat_layout(cfg).size, "queries": query_beat_layout(cfg).size,
+              "fmap": fmap_beat_layout(cfg).size, "results": result_beat_layout(cfg).size,
+              "fmap_req": fmap_request_layout(cfg).size}
+    beats = {"weights": counts["weight_beats"], "queries": counts["query_beats"],
+             "fmap": counts["fmap_beats"], "results": counts["result_beats"],
+             "fmap_req": counts["window_loads"]}
+    out = {k: {"beats": int(beats[k]), "bits": int(beats[k]) * widths[k]} for k in widths}
+    out["total_bits"] = sum(v["bits"] for v in out.values())
+    return out
+
+
+def run_ordered(cfg, qb, *, order="locality", prune=True, **kw):
+    """The driver: run ``qb``'s queries in ``order`` (:mod:`defa_hw.host.order`) through
+    :func:`simulate_block` and check the run against golden.  Returns ``(run, qb_run,
+    res, gold, problems)``: the permutation, the block in run order, the RTL results
+    and golden result in run order (``restore_order(x, run)`` gives the input order),
+    and the mismatches."""
+    from defa_hw.host.order import query_order, reorder_block
+    run = query_order(qb.ref, order)
+    qb_run = reorder_block(qb, run)
+    res = simulate_block(cfg, qb_run, prune=prune, **kw)
+    gold, problems = compare_with_golden(cfg, qb_run, res, prune=prune)
+    return run, qb_run, res, gold, problems
 
 
 def build_dir_for(cfg, sim, build_root=None, max_queries=DEFAULT_MAX_QUERIES):
@@ -172,9 +218,6 @@ def simulate_block(cfg, qb, *, prune=True, sim="icarus", build_root=None,
     """
     from golden.model import defa_block
     from verif.lib.runner import SimulationError
-    why = fits_on_chip(cfg, qb.shapes)
-    if why:
-        raise SimulateError(why)
     if max_cycles is None:
         max_cycles = cycle_limit(cfg, qb, defa_block(cfg, qb, prune=prune), prune=prune,
                                  max_queries=max_queries)
@@ -227,9 +270,6 @@ def main(cfg, args):
     from defa_hw.model.workload import load_workload, quantize_workload
 
     params, inputs = load_workload(args.inputs, cfg)
-    why = fits_on_chip(cfg, inputs["spatial_shapes"])
-    if why:
-        raise SimulateError(why)
     out = Path(args.out)
     if out.parent and not out.parent.exists():
         raise SimulateError(f"output folder {out.parent} does not exist")
@@ -240,11 +280,11 @@ def main(cfg, args):
     t0 = time.monotonic()
     if args.max_cycles is not None and args.max_cycles < 1:
         raise SimulateError(f"--max-cycles {args.max_cycles} is invalid: allowed >= 1")
-    res = simulate_block(cfg, qb, prune=prune, sim=args.sim, build_root=args.build_dir,
-                         max_cycles=args.max_cycles)
+    run, qb_run, res, gold, problems = run_ordered(
+        cfg, qb, order=args.query_order, prune=prune, sim=args.sim,
+        build_root=args.build_dir, max_cycles=args.max_cycles)
     wall = time.monotonic() - t0
-    gold, problems = compare_with_golden(cfg, qb, res, prune=prune)
-    pred = predict(cfg, qb, gold, prune=prune, max_queries=int(res["max_queries"]))
+    pred = predict(cfg, qb_run, gold, prune=prune, max_queries=int(res["max_queries"]))
     from golden.quant import dequantize
     phases = PHASE_NAMES
     ideal = pred.ideal["total"]
@@ -255,6 +295,7 @@ def main(cfg, args):
         "bank_conflicts": int(res["bank_conflicts"]), "stall_cycles": int(res["stall_cycles"]),
         "mm_ops": int(res["mm_ops"]), "ba_ops": int(res["ba_ops"]),
         "passes": int(res["passes"]),
+        **{k: int(res[k]) for k in WINDOW_COUNTERS},
     }
     for ph in phases:
         scalars[f"cycles_{ph}"] = int(res[f"cycles_{ph}"])
@@ -263,7 +304,7 @@ def main(cfg, args):
     stats = {k: int(res[k]) for k in ("points_total", "points_pruned", "points_clamped",
                                       "pixels_masked_in", "pixels_pruned_next")}
     stats["pixels_total"] = int(qb.input.shape[0])
-    out_int = np.asarray(res["output_int"], dtype=np.int64)
+    out_int = np.asarray(restore_order(res["output_int"], run), dtype=np.int64)
     np.savez(out, output=dequantize(out_int, qb.qp.output).astype(np.float32),
              output_int=out_int.astype(np.int16), output_frac_bits=np.int64(qb.qp.output),
              next_fmap_mask=np.asarray(res["next_fmap_mask"], dtype=bool),
@@ -276,6 +317,13 @@ def main(cfg, args):
                                                    "utilization", "bank_conflicts",
                                                    "stall_cycles")},
                "cycles_per_phase": {ph: scalars[f"cycles_{ph}"] for ph in phases},
+               "model_cycles_per_phase": {ph: scalars[f"model_cycles_{ph}"] for ph in phases},
+               "ideal_cycles_per_phase": {ph: round(scalars[f"ideal_cycles_{ph}"])
+                                          for ph in phases},
+               "query_order": args.query_order,
+               "window": {k: scalars[k] for k in ("window_loads", "rows_loaded",
+                                                  "rows_refetched")},
+               "traffic": stream_traffic(cfg, res),
                **summary_fields(inputs, dequantize(out_int, qb.qp.output), gold),
                "wall_s": round(wall, 1), "out": str(out)}
     print(json.dumps(summary))

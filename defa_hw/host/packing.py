@@ -3,8 +3,9 @@
 import numpy as np
 
 from defa_hw.rtl.core.interface import (ResultKind, WeightTarget, check_core_config,
-                                        fmap_beat_layout, query_beat_layout,
-                                        result_beat_layout, weight_beat_layout)
+                                        fmap_beat_layout, fmap_request_layout,
+                                        mask_bits_per_beat, query_beat_layout, weight_rows, result_beat_layout,
+                                        weight_beat_layout)
 
 __all__ = ["HostPacker"]
 
@@ -38,6 +39,7 @@ class HostPacker:
         self.fl = fmap_beat_layout(cfg)
         self.ql = query_beat_layout(cfg)
         self.rl = result_beat_layout(cfg)
+        self.reql = fmap_request_layout(cfg)
 
     def weight_beats(self, qb):
         """All weight and bias beats of a block, as integers (payload values)."""
@@ -65,6 +67,29 @@ class HostPacker:
         mask = np.asarray(qb.fmap_mask, dtype=bool)
         return [(_pack_codes(row, d) << o_p) | (int(mk) << o_m)
                 for row, mk in zip(np.asarray(qb.input, dtype=np.int64), mask)]
+
+    def beat_counts(self, qb):
+        """Beats of a block on ``weights``, ``queries`` and ``results`` (the fmap beats
+        depend on the window loads: :mod:`golden.value_window`)."""
+        cfg = self.cfg
+        nq = int(np.asarray(qb.query).shape[0])
+        n_pix = int(np.asarray(qb.fmap_mask).size)
+        mb = mask_bits_per_beat(cfg)
+        return {"weights": sum(weight_rows(cfg).values()), "queries": nq,
+                "results": nq * (cfg.d_model // cfg.pe_cols) + -(-n_pix // mb)}
+
+    def decode_fmap_request(self, value):
+        """``(level, row, rows)`` of a ``fmap_req`` payload."""
+        return tuple((value >> self.reql[k].offset) & ((1 << self.reql[k].shape.width) - 1)
+                     for k in ("level", "row", "rows"))
+
+    @staticmethod
+    def fmap_request_pixels(shapes, level, row, rows):
+        """``input_flatten`` indices of the pixels a ``fmap_req`` names, in beat order."""
+        shapes = np.asarray(shapes, dtype=np.int64)
+        start = int((shapes[:level, 0] * shapes[:level, 1]).sum())
+        w = int(shapes[level, 1])
+        return range(start + row * w, start + (row + rows) * w)
 
     def query_beats(self, qb):
         cfg = self.cfg

@@ -186,6 +186,16 @@ REGISTERS = (
                                    "the controller's phase: " + ", ".join(
                                        f"{p.value} {p.name}" for p in Phase)),),
              "controller phase"),
+    _with_addr(_counter("WINDOW_LOADS", "value-window loads asked for on fmap_req"), 0x32),
+    _with_addr(_counter("ROWS_LOADED", "fmap rows loaded and projected (re-loads included)"),
+               0x33),
+    _with_addr(_counter("ROWS_REFETCHED", "rows loaded again after their eviction "
+                                          "(re-projected)"), 0x34),
+    _with_addr(_counter("WEIGHT_BEATS", "weight beats taken before this block's START"),
+               0x35),
+    _with_addr(_counter("QUERY_BEATS", "query beats taken"), 0x36),
+    _with_addr(_counter("FMAP_BEATS", "fmap beats taken (re-loads included)"), 0x37),
+    _with_addr(_counter("RESULT_BEATS", "result beats given (outputs and next mask)"), 0x38),
     Register("CONFIG0", 0x3E, _CONFIG0, "structure of the core (constant)"),
     Register("CONFIG1", 0x3F, _CONFIG1, "array and pass size (constant)"),
 )
@@ -233,6 +243,10 @@ COUNTER_REGS = {
     "points_clamped": Reg.POINTS_CLAMPED, "pixels_masked_in": Reg.PIXELS_MASKED_IN,
     "pixels_pruned_next": Reg.PIXELS_PRUNED_NEXT, "bank_conflicts": Reg.BANK_CONFLICTS,
     "mm_ops": Reg.MM_OPS, "ba_ops": Reg.BA_OPS, "passes": Reg.PASSES,
+    "window_loads": Reg.WINDOW_LOADS, "rows_loaded": Reg.ROWS_LOADED,
+    "rows_refetched": Reg.ROWS_REFETCHED, "weight_beats": Reg.WEIGHT_BEATS,
+    "query_beats": Reg.QUERY_BEATS, "fmap_beats": Reg.FMAP_BEATS,
+    "result_beats": Reg.RESULT_BEATS,
 }
 
 

@@ -30,6 +30,7 @@ from defa_hw.rtl.core.controller import Controller, Phase
 from defa_hw.rtl.core.offset_gather import OffsetGather
 from defa_hw.rtl.core.results import ResultMerger
 from defa_hw.rtl.core.value_ingest import ValueIngest
+from defa_hw.rtl.core.value_window import ValueWindow
 from defa_hw.rtl.fmap_mask import FmapMaskGenerator
 from defa_hw.rtl.softmax import Softmax
 
@@ -105,39 +106,50 @@ def _last_batch_levels(keep_pass, g):
     return 0
 
 
-def _value_cycles(mask, g):
-    """VALUE phase cycles: the fmap input stage (one beat per cycle into a 2-entry pixel
-    FIFO, whose inner slot must be free even for a masked beat) feeding the issuer
-    (t_c * Kc operations per unmasked pixel, the first one 2 cycles after its beat)."""
+def _value_cycles(groups, g):
+    """Cycles of one VALUE phase: the loads of a window miss (one mask array per
+    ``fmap_req``, in order; the first with the VALUE cycle of its first beat).  A load
+    is asked for once the previous load's last beat is taken and the host answers on
+    the next cycle, so its first beat comes two cycles after that one.  Beats enter a
+    2-entry pixel FIFO (whose inner slot must be free even for a masked beat) feeding
+    the issuer: t_c * Kc operations per unmasked pixel, the first one 2 cycles after
+    its beat.  Returns (cycles, unmasked pixels, slack): ``slack`` = cycles from the
+    last pixel's last operation to the end of VALUE, minus one (its value drain overlaps
+    them; None when no pixel was projected)."""
     T = g.t_c * g.kc
-    c = -1                    # cycle the previous beat was accepted
+    c = None                  # cycle the previous beat was accepted
     inner_free_at = 0         # first cycle a beat may be accepted (FIFO inner slot free)
     s = None                  # first-op cycle of the previous unmasked pixel
     n = 0
-    for masked in mask:
-        t = max(c + 1, inner_free_at)
-        c = t
-        if not masked:
-            start = t + FIFO_LAT if s is None else max(t + FIFO_LAT, s + T)
-            # A pixel that arrives while the previous one still occupies the output
-            # register waits in the inner slot until that one starts (+1 to free it).
-            inner_free_at = t + 1 if (s is None or start == t + FIFO_LAT) else start + 1
-            s = start
-            n += 1
+    for first_at, mask in groups:
+        earliest = first_at if c is None else c + 2
+        for masked in mask:
+            t = max(earliest, inner_free_at)
+            earliest = t + 1
+            c = t
+            if not masked:
+                start = t + FIFO_LAT if s is None else max(t + FIFO_LAT, s + T)
+                # A pixel that arrives while the previous one still occupies the output
+                # register waits in the inner slot until that one starts (+1 to free it).
+                inner_free_at = t + 1 if (s is None or start == t + FIFO_LAT) else start + 1
+                s = start
+                n += 1
     if s is None:
-        return c + 2, 0
-    return max(s + T, c + 2), n
+        return (c if c is not None else 0) + 2, 0, None
+    end = max(s + T, c + 2)
+    return end, n, end - (s + T)
 
 
-def model(cfg, keep, fmap_mask, shapes, *, max_queries=DEFAULT_MAX_QUERIES, prune=True,
-          first_query_delay=2, value_in_passes=False):
+def model(cfg, keep, fmap_mask, shapes, ref, *, max_queries=DEFAULT_MAX_QUERIES,
+          prune=True, first_query_delay=2, schedule=None):
     """Per-phase cycles of one block.
 
     ``keep`` (Lq, M, L*P) PAP keep mask (all True without pruning), ``fmap_mask`` (S,)
-    the incoming fmap mask.  ``value_in_passes`` models the sliding-window version for
-    the extrapolation: the same value-projection work, split over the passes (one
-    VALUE fill/drain per pass).
+    the incoming fmap mask, ``ref`` (Lq, L, 2) the reference codes in run order: they
+    decide the value-window loads (:func:`golden.value_window.window_schedule`, or pass
+    its ``schedule``).
     """
+    from golden.value_window import window_schedule
     g = CoreGeometry(cfg, max_queries)
     keep = np.asarray(keep, dtype=bool).reshape(-1, g.M, g.L * g.P)
     fmap_mask = np.asarray(fmap_mask, dtype=bool)
@@ -152,7 +164,12 @@ def model(cfg, keep, fmap_mask, shapes, *, max_queries=DEFAULT_MAX_QUERIES, prun
     G, kept_heads = _head_groups(keep, g)
     d = _drains(cfg, g)
     X = Controller.EXIT
+    if schedule is None:
+        schedule = window_schedule(cfg, ref, shapes)
+    misses = dict(schedule.misses)
+    groups = dict(zip((q for q, _ in schedule.misses), schedule.load_groups(shapes)))
     out_len = 0
+    unmasked = 0
     for p in range(n_pass):
         q0, q1 = p * g.mq, min(Lq, (p + 1) * g.mq)
         nq = q1 - q0
@@ -162,23 +179,33 @@ def model(cfg, keep, fmap_mask, shapes, *, max_queries=DEFAULT_MAX_QUERIES, prun
         # it, then M issues every batch back to back.
         f_first, n_b = _offset_batches(kept_heads[q0:q1], g)
         cyc["offset"] += d["keep"] + f_first + KC + OffsetGather.FILL + n_b * KC
-        if p == 0:
-            v, _ = _value_cycles(fmap_mask, g)
+        # BA: the pass's operations, plus a VALUE phase at every window miss.
+        ba = int(NS * G[q0:q1].sum()) + X
+        # the first query may start once the pass's offsets are written
+        offsets_at = d["offset"] + _last_batch_levels(keep[q0:q1], g)
+        for q in (q for q in range(q0, q1) if q in misses):
+            first = 2 + misses[q][0][0]
+            v, n, slack = _value_cycles([(first, fmap_mask[ix]) for ix in groups[q]], g)
             cyc["value"] += v
-            ba_wait = d["value"]
-        else:
-            ba_wait = d["offset"] + _last_batch_levels(keep[q0:q1], g)
-        cyc["ba"] += ba_wait + int(NS * G[q0:q1].sum()) + X
+            unmasked += n
+            # back in BA: the window is ready a cycle later; the last value write
+            # (d["value"] after the last op, less the VALUE cycles that followed it)
+            if q == q0:
+                # the check of the pass's first query; the sequencer starts after VALUE
+                resume = 1 if slack is None else max(1, d["value"] - slack)
+                ba += max(ValueWindow.CHECK + 1 + v + resume, offsets_at) - v
+            else:
+                # BA drains before VALUE (the sequencer is already started)
+                resume = 1 if slack is None else max(
+                    1, d["value"] - BASequencer.START - slack)
+                ba += BAPipeline.C8 + 1 + resume
+        if q0 not in misses:
+            ba += offsets_at
+        cyc["ba"] += ba
         out_len = d["ba"] + nq * T_C * KC + X
         cyc["out"] += out_len
     cyc["tail"] = max(d["out"], d["sweep"] + S - out_len)
-    if value_in_passes and n_pass > 1:
-        # Sliding window: every pass projects the rows entering its window; the work is
-        # the same, each pass pays the VALUE fill/drain and BA waits for the value drain.
-        v_fill = _value_cycles(np.zeros(1, dtype=bool), g)[0] - T_C * KC
-        cyc["value"] += (n_pass - 1) * v_fill
-        cyc["ba"] += (n_pass - 1) * (d["value"] - d["offset"])
-    # ideal (array peak)
+    # ideal (array peak): every pixel projected once
     kept = int(keep.sum())
     ideal["attn"] = Lq * g.n_att * C / peak
     ideal["offset"] = kept * 2 * C / peak
@@ -190,7 +217,12 @@ def model(cfg, keep, fmap_mask, shapes, *, max_queries=DEFAULT_MAX_QUERIES, prun
     return Prediction(cycles=cyc, ideal=ideal,
                       detail={"passes": n_pass, "kept_points": kept, "points": int(keep.size),
                               "ba_ops": int(NS * G.sum()), "pixels": S,
-                              "pixels_masked_in": int(fmap_mask.sum())})
+                              "pixels_masked_in": int(fmap_mask.sum()),
+                              "window_loads": schedule.loads,
+                              "window_misses": len(schedule.misses),
+                              "rows_loaded": schedule.rows_loaded,
+                              "rows_refetched": schedule.rows_refetched,
+                              "pixels_projected": unmasked})
 
 
 def _drains(cfg, g):
@@ -218,8 +250,8 @@ def _drains(cfg, g):
 
 def predict(cfg, qb, gold, *, prune=True, max_queries=DEFAULT_MAX_QUERIES):
     """Model cycles of a QuantizedBlock given its golden result (for the keep mask)."""
-    return model(cfg, gold["keep"], qb.fmap_mask, qb.shapes, max_queries=max_queries,
-                 prune=prune)
+    return model(cfg, gold["keep"], qb.fmap_mask, qb.shapes, qb.ref,
+                 max_queries=max_queries, prune=prune)
 
 
 # ---- extrapolation to the Deformable DETR encoder layer ---------------------------------
@@ -257,18 +289,24 @@ def measured_statistics(cfg, *, seed=0, n_queries=200):
 
 
 def encoder_projection(cfg=None, *, max_queries=DEFAULT_MAX_QUERIES, seed=0,
-                       shapes=ENCODER_SHAPES, clock_hz=CLOCK_HZ):
-    """Projected cycles / latency / throughput of one encoder layer (every token a query).
+                       shapes=ENCODER_SHAPES, clock_hz=CLOCK_HZ, order="locality"):
+    """Projected cycles / latency / throughput of one encoder layer (every token a query,
+    at its own pixel centre: :func:`defa_hw.host.order.encoder_reference_codes`), with
+    the queries run in ``order`` (:data:`defa_hw.host.order.QUERY_ORDERS`).
 
     Three cases: no pruning; DEFA's reported ratios (84% points, 43% pixels; synthetic
     i.i.d. masks); the ratios measured with the golden model on a random workload
-    (bootstrapped keep patterns, i.i.d. pixel mask).  The feature map does not fit on
-    chip, so the model uses the sliding-window organisation (see docs/performance.md).
+    (bootstrapped keep patterns, i.i.d. pixel mask).
     """
+    from golden.value_window import window_schedule
+    from defa_hw.host.order import encoder_reference_codes, query_order
     cfg = cfg or preset("defa")
     rng = np.random.default_rng(seed)
     S = int(sum(h * w for h, w in shapes))
     Lq = S
+    ref = encoder_reference_codes(cfg, shapes)
+    ref = ref[query_order(ref, order)]
+    schedule = window_schedule(cfg, ref, shapes)
     heads, pix_measured = measured_statistics(cfg, seed=seed)
     point_measured = 1.0 - heads.mean()
     cases = {
@@ -283,7 +321,8 @@ def encoder_projection(cfg=None, *, max_queries=DEFAULT_MAX_QUERIES, seed=0,
     }
     out = {}
     for name, (keep, mask) in cases.items():
-        pred = model(cfg, keep, mask, shapes, max_queries=max_queries, value_in_passes=True)
+        pred = model(cfg, keep, mask, shapes, ref, max_queries=max_queries,
+                     schedule=schedule)
         tot = pred.cycles["total"]
         out[name] = {
             "cycles": pred.cycles, "ideal": pred.ideal,
@@ -292,15 +331,20 @@ def encoder_projection(cfg=None, *, max_queries=DEFAULT_MAX_QUERIES, seed=0,
             "layers_per_s": clock_hz / tot,
             "queries_per_s": clock_hz * Lq / tot,
             "ratio_to_ideal": tot / pred.ideal["total"],
+            "window_loads": schedule.loads, "rows_loaded": schedule.rows_loaded,
+            "rows_refetched": schedule.rows_refetched,
         }
     return {"shapes": shapes, "queries": Lq, "pixels": S, "clock_hz": clock_hz,
-            "max_queries": max_queries, "cases": out}
+            "max_queries": max_queries, "order": order, "cases": out}
 
 
 def format_projection(proj):
+    first = next(iter(proj["cases"].values()))
     lines = [f"Deformable DETR encoder layer, {proj['queries']} queries, "
              f"{proj['pixels']} pixels, {proj['clock_hz'] / 1e6:.0f} MHz, "
-             f"max_queries {proj['max_queries']}", "",
+             f"max_queries {proj['max_queries']}, {proj['order']} query order: "
+             f"{first['window_loads']} window loads, {first['rows_loaded']} rows loaded "
+             f"({first['rows_refetched']} again)", "",
              "| case | points pruned | pixels pruned | cycles (M) | ideal (M) | ratio | "
              "latency (ms) | layers/s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -322,9 +366,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Projected encoder-layer latency of defa_core")
     ap.add_argument("--max-queries", type=int, default=DEFAULT_MAX_QUERIES)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--order", choices=("locality", "given"), default="locality")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    proj = encoder_projection(max_queries=args.max_queries, seed=args.seed)
+    proj = encoder_projection(max_queries=args.max_queries, seed=args.seed, order=args.order)
     if args.json:
         print(json.dumps(proj, default=float, indent=1))
     else:

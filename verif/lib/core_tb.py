@@ -167,7 +167,17 @@ class CoreTB:
         srcs = [StreamSource(dut, name, pause=itertools.repeat(True) if name in hold
                              else self._pause()) for name in ("queries", "fmap")]
         srcs[0].send(self.pk.query_beats(qb))
-        srcs[1].send(self.pk.fmap_beats(qb))
+        # The fmap stream serves the core's window loads (fmap_req), in request order.
+        fmap_table = self.pk.fmap_beats(qb)
+        loads = []
+
+        def on_request(v):
+            level, row, rows = self.pk.decode_fmap_request(v)
+            loads.append((level, row, rows))
+            srcs[1].send(fmap_table[i] for i in
+                         self.pk.fmap_request_pixels(qb.shapes, level, row, rows))
+
+        req_sink = StreamSink(dut, "fmap_req", pause=self._pause(), on_beat=on_request)
         outs, masks = [], []
         seen = {"out": False, "mask": False, "phase": None}
 
@@ -199,16 +209,16 @@ class CoreTB:
             return seen["out"] and seen["mask"] and dut.done.value == 1
 
         try:
-            cyc = await run_agents(dut.clk, srcs + [sink], until=until, limit=limit,
+            cyc = await run_agents(dut.clk, srcs + [req_sink, sink], until=until, limit=limit,
                                    what="block", each_cycle=each_cycle)
         except Stuck:
             raise Stuck(f"the core is stuck in phase {phase_name(seen['phase'])}: the block "
                         f"did not finish in {limit} cycles ({len(outs)}/{n_out} output "
                         f"beats, {len(masks)}/{len(qb.fmap_mask)} mask bits, inputs "
                         + ", ".join(f"{s.name} {s.sent}/{len(s.beats)}" for s in srcs)
-                        + ")") from None
+                        + f", {len(loads)} window loads)") from None
         await RisingEdge(dut.clk)
-        for a in srcs + [sink]:
+        for a in srcs + [req_sink, sink]:
             a.idle()
         res = BlockResult(aborted=abort_in is not None and seen["phase"] == abort_in.value,
                           cycles_driven=cyc, phase=seen["phase"])
@@ -222,6 +232,7 @@ class CoreTB:
             assert s.done, f"the core finished without consuming every {s.name} beat"
         res["output_int"] = np.concatenate(outs).reshape(qb.query.shape[0], cfg.d_model)
         res["next_fmap_mask"] = np.array(masks, dtype=bool)
+        res["loads"] = loads
         res.update(await self.read_counters())
         return res
 

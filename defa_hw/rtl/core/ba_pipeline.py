@@ -48,13 +48,18 @@ class BASequencer(wiring.Component):
     pass_start : In(1)
     nq_pass : In
     start_ok : In(1)
-        Everything BA reads is written (the sequencer starts on the first such BA cycle).
+        Everything BA reads is written (the sequencer starts on the first such BA cycle,
+        and starts a query only then).
+    win_q, win_ok : In
+        The value windows hold every row query ``win_q`` reaches (a query starts only then).
     keep_rd : In(read port)
         The keep memory.
     op : Out(:func:`ba_op_layout`)
         The c0 operation (``op.valid``: issued this cycle).
     pts : Out(n_levels x point index)
         Point of each level that the operation samples (valid where ``op.keep``).
+    take : Out(1)
+        The first operation of a query is issued.
     done : Out(1)
         The pass's last operation has been issued.
     idle, drained : Out(1)
@@ -72,11 +77,11 @@ class BASequencer(wiring.Component):
         self.geom = g = check_geometry(geom)
         super().__init__({
             "phase": In(Phase), "pass_start": In(1), "nq_pass": In(rng(g.mq + 1)),
-            "start_ok": In(1),
+            "start_ok": In(1), "win_q": In(rng(g.mq)), "win_ok": In(1),
             "keep_rd": In(read_signature(g.L * g.P, g.mq * g.M)),
             "op": Out(ba_op_layout(g)),
             "pts": Out(data.ArrayLayout(bits_for(g.P - 1), g.L)),
-            "done": Out(1), "idle": Out(1), "drained": Out(1),
+            "take": Out(1), "done": Out(1), "idle": Out(1), "drained": Out(1),
         })
 
     def elaborate(self, platform):
@@ -105,7 +110,11 @@ class BASequencer(wiring.Component):
         rem = [Mux(b_g == 0, bits[l], b_rem[l]) for l in range(L)]
         p_sel = [lowest_one(rem[l], P) for l in range(L)]
         k_sel = [rem[l].any() for l in range(L)]
-        b_issue = in_ba & b_init & ~b_done
+        # A query starts once its value rows are resident and the buffers written.
+        q_first = b_fresh & (b_m == 0)
+        q_gate = ~q_first | (self.win_ok & (self.win_q == b_q) & self.start_ok)
+        b_issue = in_ba & b_init & ~b_done & q_gate
+        m.d.comb += self.take.eq(b_issue & q_first)
         b_head = b_q * M + b_m
         m.d.comb += [self.keep_rd.addr.eq(Mux(b_init, b_head + 1, 0)),
                      self.keep_rd.en.eq(Mux(b_init, b_issue & b_fresh, in_ba))]
@@ -170,6 +179,10 @@ class BAPipeline(wiring.Component):
     fwp_busy, value_busy, value_wr_busy, offsets_pending : In(1)
         BA waits until the FWP counters are cleared, no VALUE tile is in flight or being
         written, and every offset of the pass is written.
+    win_q, win_ok : In
+        The value windows hold the rows of query ``win_q`` (:class:`ValueWindow`).
+    take : Out(1)
+        A query's first operation is issued (the windows check the next one).
     keep_rd, prob_rd x n_levels, offs_rd x n_levels, ref_rd, mask_rd : In(read ports)
     rsp : In(value-buffer responses) x n_heads
     pe_out_valid, pe_out_mode, pe_ba_acc : In
@@ -221,7 +234,7 @@ class BAPipeline(wiring.Component):
             "nq_pass": In(rng(g.mq + 1)), "half": In(1), "last_pass": In(1),
             "shapes": In(shapes_layout(cfg)), "shift_agg": In(6),
             "fwp_busy": In(1), "value_busy": In(1), "value_wr_busy": In(1),
-            "offsets_pending": In(1),
+            "offsets_pending": In(1), "win_q": In(rng(g.mq)), "win_ok": In(1),
             "keep_rd": In(read_signature(g.L * g.P, g.mq * g.M)),
             "prob_rd": In(read_signature(cfg.prob_bits, g.mq * g.M * g.P)).array(g.L),
             "offs_rd": In(read_signature(2 * d, g.mq * g.M * g.P)).array(g.L),
@@ -235,7 +248,7 @@ class BAPipeline(wiring.Component):
             "finish": Out(stream.Signature(shapes_layout(cfg))),
             "ba": Out(ba_operand_signature(cfg)),
             "agg_rd": Out(read_signature(g.C * d, g.mq)),
-            "agg_done": Out(1), "done": Out(1), "op": Out(1),
+            "agg_done": Out(1), "done": Out(1), "op": Out(1), "take": Out(1),
             "clamped": Out(range(g.L + 1)),
             "idle": Out(1), "drained": Out(1),
         })
@@ -269,6 +282,7 @@ class BAPipeline(wiring.Component):
             # and the FWP counters are cleared (a fixed drain: simple to model).
             seq.start_ok.eq(~self.fwp_busy & ~self.value_busy & ~self.value_wr_busy &
                             ~self.offsets_pending),
+            seq.win_q.eq(self.win_q), seq.win_ok.eq(self.win_ok), self.take.eq(seq.take),
             self.keep_rd.addr.eq(seq.keep_rd.addr), self.keep_rd.en.eq(seq.keep_rd.en),
             seq.keep_rd.data.eq(self.keep_rd.data), self.done.eq(seq.done),
         ]

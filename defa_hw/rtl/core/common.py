@@ -79,6 +79,7 @@ class CoreGeometry:
             "value buffers (n_heads x FmapBuffer)":
                 self.M * sum(4 * cfg.bank_words(l) for l in range(self.L)) * self.D * d,
             "fmap-mask bits (incoming)": sum(4 * cfg.bank_words(l) for l in range(self.L)),
+            "rows loaded (one bit per row)": sum(h for h, _ in cfg.max_shapes),
             "FWP counters": sum(4 * ((h + 1) // 2) * ((w + 1) // 2)
                                 for h, w in cfg.max_shapes) * cfg.fwp_counter_bits,
         }

@@ -22,8 +22,10 @@ class Phase(enum.Enum, shape=3):
 
 class Controller(wiring.Component):
     """Walks a block through its passes: per pass of at most ``max_queries`` queries
-    ATTN -> OFFSET -> (first pass: VALUE) -> BA -> OUT, then the next pass's ATTN or,
-    after the last pass, TAIL -> IDLE.
+    ATTN -> OFFSET -> BA -> OUT, then the next pass's ATTN or, after the last pass,
+    TAIL -> IDLE.  BA leaves for VALUE whenever the next query's value rows are not
+    resident (a value-window miss, once BA has drained) and comes back when they are
+    loaded.
 
     Every exit reads the ``done`` / ``drained`` outputs of the units, never their
     internals; the units clear their per-pass state on ``pass_start``.
@@ -41,8 +43,12 @@ class Controller(wiring.Component):
     attn_done, offset_done, ba_done, out_done : In(1)
         The phase's unit has finished the pass (its last operation issued / its
         results written, as each unit documents).
-    value_in_drained, value_issue_idle : In(1)
-        VALUE exit: every fmap beat taken and forwarded, and the issuer's last pixel issued.
+    window_miss, ba_idle : In(1)
+        BA -> VALUE: the next query misses the value windows, and no BA operation is
+        in flight.
+    window_loaded, value_in_drained, value_issue_idle : In(1)
+        VALUE exit: every load asked for, its beats taken and forwarded, and the
+        issuer's last pixel issued.
     results_drained, mm_drained, ba_drained : In(1)
         TAIL exit: results stream and mask sent, no MM tile and no BA sample in flight.
     phase : Out(Phase)
@@ -74,6 +80,7 @@ class Controller(wiring.Component):
             "start": In(1), "nq": In(16),
             "attn_done": In(1), "offset_done": In(1), "ba_done": In(1), "out_done": In(1),
             "value_in_drained": In(1), "value_issue_idle": In(1),
+            "window_miss": In(1), "window_loaded": In(1), "ba_idle": In(1),
             "results_drained": In(1), "mm_drained": In(1), "ba_drained": In(1),
             "phase": Out(Phase), "busy": Out(1), "done": Out(1),
             "pass_start": Out(1), "next_pass": Out(1),
@@ -108,14 +115,16 @@ class Controller(wiring.Component):
                     m.d.sync += phase.eq(Phase.OFFSET)
             with m.Case(Phase.OFFSET):
                 with m.If(self.offset_done):
-                    # the value projection runs once per block, in the first pass
-                    m.d.sync += phase.eq(Mux(self.pass_index == 0, Phase.VALUE, Phase.BA))
+                    m.d.sync += phase.eq(Phase.BA)
             with m.Case(Phase.VALUE):
-                with m.If(self.value_in_drained & self.value_issue_idle):
+                with m.If(self.window_loaded & self.value_in_drained & self.value_issue_idle):
                     m.d.sync += phase.eq(Phase.BA)
             with m.Case(Phase.BA):
                 with m.If(self.ba_done):
                     m.d.sync += phase.eq(Phase.OUT)
+                with m.Elif(self.window_miss & self.ba_idle):
+                    # the next query's rows are not resident: load them, then resume
+                    m.d.sync += phase.eq(Phase.VALUE)
             with m.Case(Phase.OUT):
                 with m.If(self.out_done):
                     with m.If(self.last_pass):

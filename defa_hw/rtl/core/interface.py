@@ -10,8 +10,12 @@ Streams (``amaranth.lib.stream``, valid/ready, payload = ``data.Struct``):
 * ``weights`` (in): one beat = one output row of one weight matrix (``C`` codes) and
   its bias (:func:`weight_beat_layout`).  Beats carry their own address, so any order
   is allowed; accepted only while the core is idle.
-* ``fmap`` (in): one beat per pixel of ``input_flatten`` in its order (level, y, x)
-  (:func:`fmap_beat_layout`); masked pixels may carry any data (it is ignored).
+* ``fmap_req`` (out): value-window loads (:func:`fmap_request_layout`): level, first
+  row, row count.  The core asks for rows when a query needs rows its windows do not
+  hold; the same rows may be asked for again after they were evicted.
+* ``fmap`` (in): after each ``fmap_req`` beat, the ``rows * W`` pixels it names in raster
+  order, one beat per pixel (:func:`fmap_beat_layout`); masked pixels may carry any
+  data (it is ignored).
 * ``queries`` (in): one beat per query: ``C`` codes and the ``L`` reference points
   (:func:`query_beat_layout`).
 * ``results`` (out): output rows as ``d_model / pe_cols`` beats of ``pe_cols`` codes
@@ -29,7 +33,7 @@ from amaranth.utils import bits_for
 from defa_hw.config import CoreConfigError
 
 __all__ = ["WeightTarget", "ResultKind", "weight_rows", "weight_beat_layout",
-           "fmap_beat_layout", "ref_layout", "query_beat_layout", "mask_bits_per_beat",
+           "fmap_beat_layout", "fmap_request_layout", "ref_layout", "query_beat_layout", "mask_bits_per_beat",
            "result_beat_layout", "offset_banks", "check_core_config", "CoreConfigError"]
 
 
@@ -99,6 +103,18 @@ def fmap_beat_layout(cfg):
     return data.StructLayout({
         "pixel": data.ArrayLayout(signed(cfg.data_bits), cfg.d_model),
         "masked": unsigned(1),
+    })
+
+
+def fmap_request_layout(cfg):
+    """A value-window load the core asks for on ``fmap_req``: rows ``row .. row + rows - 1``
+    of level ``level``; the core then takes ``rows * W[level]`` beats on ``fmap`` (those
+    rows in raster order).  See ``docs/architecture.md``, value windows."""
+    h_max = max(h for h, _ in cfg.max_shapes)
+    return data.StructLayout({
+        "level": unsigned(max(1, bits_for(cfg.n_levels - 1))),
+        "row": unsigned(bits_for(h_max - 1)),
+        "rows": unsigned(bits_for(h_max)),
     })
 
 

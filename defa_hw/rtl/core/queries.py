@@ -31,8 +31,9 @@ class QueryBuffer(wiring.Component):
         The pass the core is running.
     loaded : Out(16)
         Queries of the block stored so far.
-    query_rd, ref_rd : Out(read port)
-        Query codes / reference points at word ``half * max_queries + slot``.
+    query_rd, ref_rd, ref_rd_window : Out(read port)
+        Query codes / reference points (BA, value windows) at word
+        ``half * max_queries + slot``.
     idle, drained : Out(1)
         No query offered / every query of the block stored.
     """
@@ -45,6 +46,7 @@ class QueryBuffer(wiring.Component):
             "loaded": Out(16),
             "query_rd": Out(read_signature(g.C * g.cfg.data_bits, 2 * g.mq)),
             "ref_rd": Out(read_signature(g.L * 2 * g.cfg.ref_frac_bits, 2 * g.mq)),
+            "ref_rd_window": Out(read_signature(g.L * 2 * g.cfg.ref_frac_bits, 2 * g.mq)),
             "idle": Out(1), "drained": Out(1),
         })
 
@@ -57,6 +59,7 @@ class QueryBuffer(wiring.Component):
         qm_w = qm.write_port()
         rm = add_memory(m, "refs", g.L * 2 * g.cfg.ref_frac_bits, 2 * MQ)
         lend_read_port(m, rm, self.ref_rd)
+        lend_read_port(m, rm, self.ref_rd_window)
         rm_w = rm.write_port()
 
         n_loaded = self.loaded

@@ -11,10 +11,12 @@ at most ``max_queries`` queries (the unit of each step in brackets):
    AttentionPath]
 2. OFFSET (MM) sampling offsets of the *kept* points only, packed ``pe_cols / 2``
    points per output tile (skewed weight banks + gather) [OffsetGather, WeightStore]
-3. VALUE  (MM) value projection of the unmasked pixels into the feature buffers
-   (first pass only; masked pixels cost no array cycle and read as zero) [ValueIngest]
-4. BA     (BA) sampling address -> 16-bank buffers -> bilinear + aggregation,
-   FWP counting alongside [BAPipeline]
+3. BA     (BA) sampling address -> 16-bank buffers -> bilinear + aggregation,
+   FWP counting alongside [BAPipeline]; before each query the value windows check
+   that the buffers hold every row it can reach [ValueWindow]
+4. VALUE  (MM) on a window miss: BA drains, the missing rows are asked for on
+   ``fmap_req`` and projected into the value buffers (masked pixels cost no array cycle
+   and read as zero) [ValueIngest], then BA resumes
 5. OUT    (MM) output projection -> results stream [MMIssue, ResultMerger]
 
 The :class:`~defa_hw.rtl.core.controller.Controller` sequences the phases.
@@ -35,14 +37,16 @@ from defa_hw.rtl.core.ba_pipeline import BAPipeline
 from defa_hw.rtl.core.common import DEFAULT_MAX_QUERIES, CoreGeometry
 from defa_hw.rtl.core.controller import Controller, Phase
 from defa_hw.rtl.core.counters import Counters
-from defa_hw.rtl.core.interface import (fmap_beat_layout, query_beat_layout,
-                                        result_beat_layout, weight_beat_layout)
+from defa_hw.rtl.core.interface import (fmap_beat_layout, fmap_request_layout,
+                                        query_beat_layout, result_beat_layout,
+                                        weight_beat_layout)
 from defa_hw.rtl.core.mm_issue import MMIssue
 from defa_hw.rtl.core.offset_gather import OffsetGather
 from defa_hw.rtl.core.queries import QueryBuffer
 from defa_hw.rtl.core.registers import RegisterBlock
 from defa_hw.rtl.core.results import ResultMerger
 from defa_hw.rtl.core.value_ingest import ValueIngest
+from defa_hw.rtl.core.value_window import ValueWindow
 from defa_hw.rtl.core.weights import WeightStore
 from defa_hw.rtl.fmap_buffer import FmapBuffer
 from defa_hw.rtl.fmap_mask import FmapMaskGenerator
@@ -88,6 +92,7 @@ class DefaCore(wiring.Component):
         self.geom = CoreGeometry(cfg, max_queries)
         super().__init__({
             "weights": In(stream.Signature(weight_beat_layout(cfg))),
+            "fmap_req": Out(stream.Signature(fmap_request_layout(cfg))),
             "fmap": In(stream.Signature(fmap_beat_layout(cfg))),
             "queries": In(stream.Signature(query_beat_layout(cfg))),
             "results": Out(stream.Signature(result_beat_layout(cfg))),
@@ -112,6 +117,7 @@ class DefaCore(wiring.Component):
         m.submodules.attn = at = AttentionPath(g, count_bits=REG_BITS)
         m.submodules.ogather = og = OffsetGather(g)
         m.submodules.vin = vi = ValueIngest(g)
+        m.submodules.window = win = ValueWindow(g)
         m.submodules.ba = ba = BAPipeline(g)
         m.submodules.merge = rm = ResultMerger(g)
         m.submodules.pe = pe = PEArray(cfg)
@@ -144,6 +150,11 @@ class DefaCore(wiring.Component):
             cnt.mm_op.eq(mm.op), cnt.ba_op.eq(ba.op), cnt.masked.eq(vi.masked),
             cnt.clamped.eq(ba.clamped), cnt.next_pass.eq(ctl.next_pass),
             cnt.conflicts.eq(sum(fb.stat_conflict_reads for fb in bufs)),
+            cnt.window_load.eq(win.req.valid & win.req.ready), cnt.rows.eq(win.req.payload.rows),
+            cnt.row_refetched.eq(vi.row_refetched), cnt.fmap_beat.eq(vi.beat),
+            cnt.query_beat.eq(self.queries.valid & self.queries.ready),
+            cnt.weight_beat.eq(self.weights.valid & self.weights.ready),
+            cnt.result_beat.eq(self.results.valid & self.results.ready),
         ]
         # PAP and FWP keep their thresholds: they take the written word on an accepted write.
         shapes = Signal(shapes_layout(cfg))
@@ -160,7 +171,8 @@ class DefaCore(wiring.Component):
                                   "shift_value": regs.shift_value, "shift_out": regs.shift_out}),
                             (at, {"logit_frac": regs.logit_frac}),
                             (ba, {"shift_agg": regs.shift_agg, "shapes": shapes}),
-                            (vi, {"shapes": shapes}), (qb, {"nq": regs.nq}), (ctl, {"nq": regs.nq})):
+                            (vi, {"shapes": shapes}), (win, {"shapes": shapes}),
+                            (qb, {"nq": regs.nq}), (ctl, {"nq": regs.nq})):
             m.d.comb += [getattr(unit, k).eq(v) for k, v in ports.items()]
 
         # ---- controller: starts, pass bookkeeping, and the units' done / drained -------------
@@ -170,15 +182,18 @@ class DefaCore(wiring.Component):
             ctl.value_in_drained.eq(vi.in_drained), ctl.value_issue_idle.eq(mm.value_idle),
             ctl.results_drained.eq(rm.drained), ctl.mm_drained.eq(mm.drained),
             ctl.ba_drained.eq(ba.drained),
+            ctl.window_miss.eq(win.miss), ctl.window_loaded.eq(win.loaded),
+            ctl.ba_idle.eq(ba.idle),
         ]
-        for unit in (mm, at, og, vi, ba):
+        for unit in (mm, at, og, vi, ba, win):
             m.d.comb += unit.phase.eq(phase)
-        for unit in (mm, at, og, ba):
+        for unit in (mm, at, og, ba, win):
             m.d.comb += [unit.pass_start.eq(ctl.pass_start), unit.nq_pass.eq(ctl.nq_pass)]
-        for unit in (mm, at, qb, vi, ba, rm):
+        for unit in (mm, at, qb, vi, ba, rm, win):
             m.d.comb += unit.start.eq(start)
         m.d.comb += [
             mm.half.eq(ctl.pass_index[0]), ba.half.eq(ctl.pass_index[0]),
+            win.half.eq(ctl.pass_index[0]),
             mm.pass_base.eq(ctl.pass_base), mm.last_pass.eq(ctl.last_pass),
             ba.last_pass.eq(ctl.last_pass),
             qb.busy.eq(busy), qb.pass_index.eq(ctl.pass_index), ws.busy.eq(busy),
@@ -188,6 +203,7 @@ class DefaCore(wiring.Component):
         wiring.connect(m, wiring.flipped(self.weights), ws.weights)
         wiring.connect(m, wiring.flipped(self.queries), qb.queries)
         wiring.connect(m, wiring.flipped(self.fmap), vi.fmap)
+        wiring.connect(m, win.req, wiring.flipped(self.fmap_req))
         wiring.connect(m, rm.results, wiring.flipped(self.results))
 
         # ---- memories lent between units -----------------------------------------------------
@@ -202,6 +218,7 @@ class DefaCore(wiring.Component):
         for a, b_ in ((ws.value_bias_rd, mm.value_bias_rd), (ws.attn_bias_rd, mm.attn_bias_rd),
                       (ws.out_bias_rd, mm.out_bias_rd), (ws.offset_bias_rd, og.offset_bias_rd),
                       (qb.query_rd, mm.query_rd), (qb.ref_rd, ba.ref_rd),
+                      (qb.ref_rd_window, win.ref_rd),
                       (at.keep_rd_f, og.keep_rd), (at.keep_rd_ba, ba.keep_rd),
                       (vi.mask_rd, ba.mask_rd), (ba.agg_rd, mm.agg_rd)):
             wiring.connect(m, a, b_)
@@ -236,6 +253,11 @@ class DefaCore(wiring.Component):
         m.d.comb += [
             ba.fwp_busy.eq(fwp.busy), ba.value_busy.eq(mm.value_busy),
             ba.value_wr_busy.eq(vi.wr_busy), ba.offsets_pending.eq(og.pending),
+            # value windows: the check of the next query, and the loads of a miss
+            ba.win_q.eq(win.q), ba.win_ok.eq(win.ok), win.take.eq(ba.take),
+            win.ingest_busy.eq(vi.busy),
+            vi.load_valid.eq(self.fmap_req.valid & self.fmap_req.ready),
+            vi.load.eq(self.fmap_req.payload),
         ]
         return m
 

@@ -1,14 +1,14 @@
 """Value ingest of ``defa_core``: fmap stream -> incoming-mask bits + pixel FIFO, and the
 value projection's results -> value-buffer writes."""
 
-from amaranth import Array, C, Cat, Module, Signal
+from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from defa_hw.rtl.core.common import check_geometry, MMKind, add_memory, divmod_const, lend_read_port, pixel_layout, read_signature, rng
 from defa_hw.rtl.core.controller import Phase
-from defa_hw.rtl.core.interface import fmap_beat_layout
+from defa_hw.rtl.core.interface import fmap_beat_layout, fmap_request_layout
 from defa_hw.rtl.core.mm_issue import mm_result_signature
 from defa_hw.rtl.fmap_buffer import FmapGeometry
 from defa_hw.rtl.sampling_address import shapes_layout
@@ -24,14 +24,14 @@ def mask_read_signature(cfg):
 
 
 class ValueIngest(wiring.Component):
-    """Takes the block's fmap beats in VALUE: each beat's masked bit goes to the
-    incoming-mask banks (BA reads a masked pixel as zero), each unmasked pixel to the
-    pixel FIFO for the VALUE issuer.  VALUE results (``pe_cols`` codes of one pixel)
+    """Takes the fmap beats of each value-window load in VALUE (``rows * W`` beats after a
+    ``load``): each beat's masked bit goes to the incoming-mask banks (BA reads a masked
+    pixel as zero), each unmasked pixel to the pixel FIFO for the VALUE issuer.  VALUE results (``pe_cols`` codes of one pixel)
     become ``pe_cols / ba_channels`` value-buffer writes, one per cycle, to the buffer
     of the head they belong to.
 
-    Signal prefixes: ``in_`` the fmap input position (level, y, x); ``v_in_cnt`` beats
-    taken; ``vw_`` the value-buffer writer.
+    Signal prefixes: ``in_`` the fmap input position (level, y, x) of the current load;
+    ``vw_`` the value-buffer writer.
 
     Parameters
     ----------
@@ -40,11 +40,13 @@ class ValueIngest(wiring.Component):
     Attributes
     ----------
     fmap : In(stream of :func:`~defa_hw.rtl.core.interface.fmap_beat_layout`)
-        Taken in VALUE, ``sum(h * w)`` beats per block.
+        Taken in VALUE, the beats of the current load.
     phase : In(Phase)
     start : In(1)
-        START (clears the input position).
+        START (forgets the rows loaded).
     shapes : In(:func:`~defa_hw.rtl.sampling_address.shapes_layout`)
+    load_valid : In(1), load : In(:func:`~defa_hw.rtl.core.interface.fmap_request_layout`)
+        A load is asked for on ``fmap_req`` (its handshake).
     res : In(MM results)
         VALUE tiles (other kinds are ignored).
     pix : Out(stream of :func:`~defa_hw.rtl.core.common.pixel_layout`)
@@ -54,9 +56,13 @@ class ValueIngest(wiring.Component):
     mask_rd : Out(:func:`mask_read_signature`)
         Incoming-mask bits, bank and word by the value buffers' ``BankMap``.
     masked : Out(1)
-        A masked beat is taken (counts ``Reg.PIXELS_MASKED_IN``).
-    in_done : Out(1)
-        Every fmap beat of the block is taken.
+        A masked beat of a row loaded for the first time is taken (``Reg.PIXELS_MASKED_IN``).
+    beat : Out(1)
+        A fmap beat is taken (``Reg.FMAP_BEATS``).
+    row_refetched : Out(1)
+        The first beat of a row loaded before in this block (``Reg.ROWS_REFETCHED``).
+    in_done, busy : Out(1)
+        Every beat of the current load is taken / not yet.
     in_drained : Out(1)
         ``in_done`` and the pixel FIFO is empty.
     wr_busy : Out(1)
@@ -83,11 +89,13 @@ class ValueIngest(wiring.Component):
             "fmap": In(stream.Signature(fmap_beat_layout(cfg))),
             "phase": In(Phase), "start": In(1),
             "shapes": In(shapes_layout(cfg)),
+            "load_valid": In(1), "load": In(fmap_request_layout(cfg)),
             "res": In(mm_result_signature(g)),
             "pix": Out(stream.Signature(pixel_layout(g))),
             "wr": Out(stream.Signature(geo.write_layout)).array(g.M),
             "mask_rd": Out(mask_read_signature(cfg)),
-            "masked": Out(1), "in_done": Out(1), "in_drained": Out(1), "wr_busy": Out(1),
+            "masked": Out(1), "beat": Out(1), "row_refetched": Out(1),
+            "in_done": Out(1), "in_drained": Out(1), "busy": Out(1), "wr_busy": Out(1),
             "idle": Out(1), "drained": Out(1),
         })
 
@@ -104,33 +112,49 @@ class ValueIngest(wiring.Component):
             mask_banks.append(mb.write_port())
 
         # ---- fmap stream -> mask bits + pixel FIFO -------------------------------------
+        # One load at a time: rows in_y .. in_y_end of level in_lvl, in raster order.
         pl = pixel_layout(g)
         m.submodules.pix_fifo = pix_fifo = SyncFIFOBuffered(width=pl.size, depth=2)
         m.d.comb += [self.pix.valid.eq(pix_fifo.r_rdy), self.pix.payload.eq(pix_fifo.r_data),
                      pix_fifo.r_en.eq(self.pix.ready)]
-        npix = Signal(rng(cfg.max_pixels + 1))
-        m.d.comb += npix.eq(sum(shapes[l].h * shapes[l].w for l in range(L)))
-        v_in_cnt = Signal(rng(cfg.max_pixels + 1))   # fmap beats consumed
+        in_active = Signal()
         in_lvl = Signal(rng(L))
         in_y = Signal(pl["y"].shape)
+        in_y_end = Signal(pl["y"].shape)
         in_x = Signal(pl["x"].shape)
         fbeat = self.fmap.payload
-        m.d.comb += self.fmap.ready.eq((self.phase == Phase.VALUE) & (v_in_cnt < npix) &
+        m.d.comb += self.fmap.ready.eq((self.phase == Phase.VALUE) & in_active &
                                        pix_fifo.w_rdy)
         f_acc = self.fmap.valid & self.fmap.ready
+        # Rows loaded before in this block (their masked pixels and rows are counted once).
+        seen = [Signal(h, name=f"in_seen{l}") for l, (h, _) in enumerate(cfg.max_shapes)]
+        seen_now = Signal()
+        for l in range(L):
+            with m.If(in_lvl == l):
+                m.d.comb += seen_now.eq(seen[l].bit_select(in_y, 1))
+        in_row_new = Signal()
+        row_new = Mux(in_x == 0, ~seen_now, in_row_new)
         m.d.comb += [
             pix_fifo.w_data.eq(Cat(fbeat.pixel.as_value(), in_lvl, in_y, in_x)),
             pix_fifo.w_en.eq(f_acc & ~fbeat.masked),
-            self.masked.eq(f_acc & fbeat.masked),
+            self.masked.eq(f_acc & fbeat.masked & row_new),
+            self.beat.eq(f_acc),
+            self.row_refetched.eq(f_acc & (in_x == 0) & seen_now),
         ]
         lw = Array(shapes[l].w for l in range(L))
-        lh = Array(shapes[l].h for l in range(L))
+        with m.If(self.load_valid):
+            m.d.sync += [in_active.eq(1), in_lvl.eq(self.load.level), in_y.eq(self.load.row),
+                         in_y_end.eq(self.load.row + self.load.rows - 1), in_x.eq(0)]
         with m.If(f_acc):
-            m.d.sync += v_in_cnt.eq(v_in_cnt + 1)
+            with m.If(in_x == 0):
+                m.d.sync += in_row_new.eq(~seen_now)
+                for l in range(L):
+                    with m.If(in_lvl == l):
+                        m.d.sync += seen[l].bit_select(in_y, 1).eq(1)
             with m.If(in_x == lw[in_lvl] - 1):
                 m.d.sync += in_x.eq(0)
-                with m.If(in_y == lh[in_lvl] - 1):
-                    m.d.sync += [in_y.eq(0), in_lvl.eq(in_lvl + 1)]
+                with m.If(in_y == in_y_end):
+                    m.d.sync += in_active.eq(0)
                 with m.Else():
                     m.d.sync += in_y.eq(in_y + 1)
             with m.Else():
@@ -140,8 +164,8 @@ class ValueIngest(wiring.Component):
             mw = mask_banks[b]
             m.d.comb += [mw.addr.eq(geo.bank_map.word(l, in_y, in_x)), mw.data.eq(fbeat.masked),
                          mw.en.eq(f_acc & (in_lvl == l) & (geo.bank_map.group_bank(in_y, in_x) == b % 4))]
-        m.d.comb += [self.in_done.eq(v_in_cnt == npix),
-                     self.in_drained.eq(self.in_done & (pix_fifo.level == 0))]
+        m.d.comb += [self.in_done.eq(~in_active), self.busy.eq(in_active),
+                     self.in_drained.eq(~in_active & (pix_fifo.level == 0))]
 
         # ---- VALUE results: pe_cols codes -> pe_cols / ba_channels buffer writes --------
         res = self.res
@@ -176,5 +200,5 @@ class ValueIngest(wiring.Component):
         m.d.comb += [self.wr_busy.eq(vw_valid), self.idle.eq(~self.fmap.valid),
                      self.drained.eq(self.in_drained & ~vw_valid)]
         with m.If(self.start):
-            m.d.sync += [v_in_cnt.eq(0), in_lvl.eq(0), in_y.eq(0), in_x.eq(0)]
+            m.d.sync += [in_active.eq(0)] + [sn.eq(0) for sn in seen]
         return m
