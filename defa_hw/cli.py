@@ -84,13 +84,18 @@ def _cmd_make_inputs(args):
 
     cfg = _config(args)
     shapes = _parse_shapes(args.shapes, cfg) if args.shapes else list(cfg.max_shapes)
-    if args.queries < 1:
-        raise UsageError(f"--queries {args.queries} is invalid: allowed >= 1")
-    params, inputs = random_workload(cfg, args.seed, shapes=shapes, n_queries=args.queries)
+    if args.queries == "all":
+        n_queries = None                  # an encoder: every token, input_flatten order
+    elif not args.queries.isdigit() or int(args.queries) < 1:
+        raise UsageError(f"--queries {args.queries} is invalid: allowed an integer >= 1 "
+                         "or 'all'")
+    else:
+        n_queries = int(args.queries)
+    params, inputs = random_workload(cfg, args.seed, shapes=shapes, n_queries=n_queries)
     arrays = {**params, **{k: np.asarray(v) for k, v in inputs.items()}}
     validate_workload(arrays, cfg)   # shapes against the config, before writing anything
     save_workload(args.out, params, inputs)
-    print(f"wrote {args.out}: {args.queries} queries, shapes "
+    print(f"wrote {args.out}: {len(inputs['query'])} queries, shapes "
           f"{','.join(f'{h}x{w}' for h, w in shapes)}, seed {args.seed}")
     return 0
 
@@ -204,7 +209,9 @@ def _build_parser():
     mk = sub.add_parser("make-inputs", help="write a random workload npz (input contract)")
     _add_config_args(mk)
     mk.add_argument("--out", required=True, metavar="IN.npz")
-    mk.add_argument("--queries", type=int, default=64, help="number of queries (default 64)")
+    mk.add_argument("--queries", default="64", metavar="N|all",
+                    help="number of queries, drawn at random among the tokens (default 64); "
+                    "'all': every token is a query, in input_flatten order (an encoder)")
     mk.add_argument("--shapes", metavar="HxW,...", help="spatial shapes per level "
                     "(default: the config's max_shapes)")
     mk.add_argument("--seed", type=int, default=0)

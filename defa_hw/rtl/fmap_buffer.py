@@ -277,7 +277,8 @@ class FmapBuffer(wiring.Component):
     Write: ``wr`` takes one pixel word per cycle (always ready: the write port is
     separate from the read port); beats outside the level's ``max_shapes`` are dropped.
 
-    Statistics (reset by ``rst``, wrap around): ``stat_reads`` read cycles accepted,
+    Statistics (reset by ``rst``, wrap around; one cycle behind the reads):
+    ``stat_reads`` read cycles accepted,
     ``stat_conflict_reads`` of them with two requests on one bank, ``stat_lost_cycles``
     the sum of ``max(requests per bank) - 1``.
 
@@ -403,7 +404,13 @@ class FmapBuffer(wiring.Component):
 
     def _statistics(self, m, bs, accept):
         cfg, g = self._cfg, self.geometry
-        per_bank = [bs.count[b] for b in range(cfg.n_banks)]
+        # One register stage: the counters lag the reads by a cycle, and their max chain
+        # over the banks stays off the read path (it was ECP5's critical path).
+        st_count = Signal(bs.count.shape())
+        st_accept = Signal()
+        m.d.sync += [st_count.eq(bs.count), st_accept.eq(accept)]
+        accept = st_accept
+        per_bank = [st_count[b] for b in range(cfg.n_banks)]
         most = per_bank[0]
         for b, c in enumerate(per_bank[1:]):
             # A named signal per step keeps the max chain linear (an expression that
