@@ -276,11 +276,11 @@ def plot_energy(reports, path):
         sel = [(lbl, e) for lbl, e in bars if lbl.endswith(node)]
         bottom = np.zeros(len(sel))
         for c in comps:
-            vals = np.array([1e6 * e[c] for _l, e in sel])
+            vals = np.array([1e3 * e[c] for _l, e in sel])
             ax.bar([lbl.split("\n")[0] for lbl, _e in sel], vals, bottom=bottom, label=c)
             bottom += vals
         ax.set_title(f"{node}{' (estimate)' if node == '40nm' else ''}")
-        ax.set_ylabel("energy per encoder layer (uJ)")
+        ax.set_ylabel("energy per encoder layer (mJ)")
         ax.set_xlabel("pruning")
     axes[1].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
