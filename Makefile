@@ -9,12 +9,19 @@ OUT     ?= out
 JOBS    ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all venv icarus asic-tools test test-verilator slow formal bench sweep clean
+.PHONY: all venv icarus asic-tools asic test test-verilator slow formal bench sweep clean
 
-# The main job: defa Verilog, defa generic area report (+ sweep plot), tiny ECP5
-# place and route; three runs in parallel (synth/main_job.py), run time printed.
-all: $(STAMP)
+# The main job: defa Verilog, defa generic area report, tiny ECP5 place and route, the
+# defa blocks on OSU 0.18 um cells (+ 40 nm estimate) and the energy per encoder layer;
+# four runs in parallel (synth/main_job.py), run time printed.
+all: $(STAMP) asic-tools
 	$(BIN)/python synth/main_job.py --out $(OUT)
+
+# Every defa block and the top (pe_array, defa_core too) on OSU 0.18 um cells, checked
+# against synth/baseline_defa.json, and the energy per layer from that run's power.
+asic: $(STAMP) asic-tools
+	$(BIN)/defa-hw synth --preset defa --target asic --jobs 1 --check-baseline --out $(OUT)/synth/defa-asic-all
+	$(BIN)/defa-hw energy --preset defa --synth-report $(OUT)/synth/defa-asic-all/report.json --out $(OUT)/energy-all
 
 venv: $(STAMP) asic-tools
 

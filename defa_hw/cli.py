@@ -183,6 +183,30 @@ def _cmd_synth(args):
         raise UsageError(str(e)) from None
 
 
+def _cmd_energy(args):
+    # Energy per encoder layer from the asic flow's figures (defa_hw/model/energy.py).
+    from defa_hw.model import energy
+    cfg = _config(args)
+    try:
+        figures = energy.synth_figures(args.synth_report, config_name=cfg.name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    cases = energy.PRUNING_CHOICES if args.pruning == "both" else (args.pruning,)
+    reps = [energy.energy_report(cfg, p, figures=figures) for p in cases]
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "energy.json").write_text(json.dumps(reps, indent=1, default=float) + "\n")
+        (out / "energy.md").write_text("\n\n".join(energy.format_energy(r) for r in reps)
+                                       + "\n")
+        energy.plot_energy(reps, out / "energy.png")
+    if args.json:
+        print(json.dumps(reps, indent=1, default=float))
+    else:
+        print("\n\n".join(energy.format_energy(r) for r in reps))
+    return 0
+
+
 def _build_parser():
     p = _Parser(prog="defa-hw", description="DEFA MSDeformAttn accelerator: RTL generator, "
                 "bit-exact INT12 golden model and reports.")
@@ -289,6 +313,24 @@ def _build_parser():
     sy.add_argument("--update-baseline", action="store_true",
                     help="write synth/baseline_<preset>.json from this run")
     sy.set_defaults(func=_cmd_synth)
+
+    en = sub.add_parser("energy", help="energy per 800x1333 encoder layer by component, GOPS, "
+                        "GOPS/W, GPU comparison (180 nm and a 40 nm estimate)",
+                        description="Operation counts of the performance model x per-operation "
+                        "energies from the asic flow's OpenSTA power (synth/baseline_<preset>"
+                        ".json, or --synth-report), the SRAM macro model and 1.2 pJ/bit "
+                        "external traffic. See docs/synthesis.md, 'Energy per layer'.")
+    _add_config_args(en)
+    en.add_argument("--pruning", choices=("none", "defa", "both"), default="both",
+                    help="none, defa (84%% of points, 43%% of pixels pruned) or both "
+                    "(default)")
+    en.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    en.add_argument("--out", metavar="DIR", help="also write energy.json, energy.md and "
+                    "energy.png (stacked bars) there")
+    en.add_argument("--synth-report", metavar="REPORT.json", help="asic figures from this "
+                    "report.json of 'defa-hw synth --target asic' (default: the committed "
+                    "baseline of the preset)")
+    en.set_defaults(func=_cmd_energy)
     return p
 
 

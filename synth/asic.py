@@ -86,7 +86,12 @@ report_power -digits 6
 
 def asic_model():
     """The conditions of the asic flow, as ``report.json`` records them (``models.asic``)."""
-    return {"liberty": "osu018_stdcells (qflow-tech-osu018)", "corner": ASIC_CORNER,
+    from synth.scaling import DEFA_POINT, SCALE_TO_40NM, SOURCE
+    return {"scaled_40nm": {"estimate": True, "source": SOURCE,
+                            "factors_from_180nm": {k: round(v, 5)
+                                                   for k, v in SCALE_TO_40NM.items()},
+                            "defa_point": dict(DEFA_POINT)},
+            "liberty": "osu018_stdcells (qflow-tech-osu018)", "corner": ASIC_CORNER,
             "abc_delay_target_ps": ASIC_DELAY_TARGET_PS,
             "abc_constraints": ASIC_ABC_CONSTR.strip().split("\n"),
             "power_clock_mhz": ASIC_POWER_MHZ, "activity": ASIC_ACTIVITY,

@@ -52,7 +52,7 @@ def main(cfg, args, *, stream=sys.stderr):
     status = 1 if report["errors"] else 0
     if args.check_baseline:
         base = json.loads(baseline_path(cfg.name).read_text())
-        fails, notes = compare_to_baseline(base, report)
+        fails, notes = compare_to_baseline(base, report, only=only)
         for line in notes:
             print(f"[baseline] note: {line}", file=stream)
         for line in fails:
@@ -67,8 +67,9 @@ def main(cfg, args, *, stream=sys.stderr):
                   file=stream)
         else:
             bp = baseline_path(cfg.name)
-            bp.write_text(json.dumps(baseline_from_report(report), indent=2, sort_keys=True)
-                          + "\n")
+            prev = json.loads(bp.read_text()) if bp.exists() else None
+            bp.write_text(json.dumps(baseline_from_report(report, prev), indent=2,
+                                     sort_keys=True) + "\n")
             print(f"[baseline] wrote {bp}", file=stream)
     print(f"[synth] done in {report['run_times_s']['total']:.1f} s; wrote "
           + ", ".join(str(p) for p in paths), file=stream)

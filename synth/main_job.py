@@ -1,4 +1,4 @@
-"""`make`: the main job of defa-hw, in three parallel tool runs.
+"""`make`: the main job of defa-hw, in four parallel tool runs.
 
 1. ``defa-hw generate --preset defa``          -> OUT/rtl/defa/defa_core.v, config.json
 2. ``defa-hw synth --preset defa --target generic``
@@ -6,6 +6,11 @@
    (the PE-size / bank-count sweep is ``make sweep``: it no longer fits the 5 minutes)
 3. ``defa-hw synth --preset tiny --target ecp5 --check-baseline``
                                                 -> OUT/synth/tiny/report.{json,md}
+4. ``defa-hw synth --preset defa --target asic --blocks <ASIC_BLOCKS> --check-baseline``
+                                                -> OUT/synth/defa-asic/report.{json,md}:
+   OSU 0.18 um area, Fmax and power of the defa blocks and their 40 nm estimate
+   (``pe_array`` and ``defa_core`` are ``make asic``: about 2 more minutes of one core),
+   then ``defa-hw energy`` -> OUT/energy/energy.{md,json,png}
 
 The runs share the machine's cores; the defa generic run is the critical path (the
 top's glue logic alone is 2.5 min of Yosys and ABC), and each run starts its largest
@@ -26,6 +31,11 @@ import time
 from pathlib import Path
 
 
+#: The defa blocks whose asic run fits the main job (together about 35 s of one core).
+ASIC_BLOCKS = ("bilinear", "fmap_buffer", "fmap_mask", "pe", "point_mask", "requant",
+               "sampling_address", "softmax")
+
+
 def _runs(out):
     """(name, defa-hw arguments)"""
     return [
@@ -34,7 +44,32 @@ def _runs(out):
         ("rtl defa", ["generate", "--preset", "defa", "--out", f"{out}/rtl/defa"]),
         ("fpga tiny", ["synth", "--preset", "tiny", "--target", "ecp5", "--jobs", "2",
                        "--check-baseline", "--out", f"{out}/synth/tiny"]),
+        ("asic defa", ["synth", "--preset", "defa", "--target", "asic", "--jobs", "1",
+                       "--blocks", ",".join(ASIC_BLOCKS), "--check-baseline",
+                       "--out", f"{out}/synth/defa-asic"]),
     ]
+
+
+def _asic_summary(out):
+    """The defa blocks' OSU 0.18 um area and Fmax and their 40 nm estimate, as lines."""
+    import json
+    try:
+        rep = json.loads(Path(f"{out}/synth/defa-asic/report.json").read_text())
+    except (OSError, ValueError):
+        return []
+    lines = ["make: defa blocks, OSU 0.18 um (OpenSTA) and scaled to 40 nm (estimate):",
+             f"  {'block':18s} {'um2':>11s} {'MHz':>7s} | {'40nm um2':>9s} {'MHz':>7s} 400 MHz"]
+    for n, b in rep["blocks"].items():
+        a = b.get("asic") or {}
+        sc = a.get("scaled_40nm")
+        if "error" in a or sc is None:
+            lines.append(f"  {n:18s} error")
+            continue
+        lines.append(f"  {n:18s} {a['area_um2']:11,.0f} {a['fmax_mhz']:7.1f} | "
+                     f"{sc['area_um2']:9,.0f} {sc['fmax_mhz']:7.1f} "
+                     f"{'meets' if sc['meets_target'] else 'misses'} "
+                     f"({sc['margin_pct']:+.0f} %)")
+    return lines
 
 
 def _warm_tools(bindir):
@@ -74,13 +109,23 @@ def main(argv=None):
         t.join()
         if p.returncode:
             failed.append(f"{name} (exit {p.returncode})")
-    dt = time.monotonic() - t0
     out = args.out
+    # Energy per encoder layer (about 2 s; the committed defa asic baseline's power).
+    e = subprocess.run([str(exe), "energy", "--preset", "defa", "--out", f"{out}/energy"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if e.returncode:
+        failed.append(f"energy (exit {e.returncode}: {e.stderr.strip()})")
+    dt = time.monotonic() - t0
+    print("\n" + "\n".join(_asic_summary(out)))
     print(f"\nmake: outputs in {out}/:\n"
           f"  {out}/rtl/defa/defa_core.v       defa Verilog (+ config.json)\n"
           f"  {out}/synth/defa/report.md        defa area per block "
           "(report.json, area_breakdown.png)\n"
-          f"  {out}/synth/tiny/report.md        tiny ECP5 LUT/FF/BRAM/DSP/Fmax (report.json)")
+          f"  {out}/synth/tiny/report.md        tiny ECP5 LUT/FF/BRAM/DSP/Fmax (report.json)\n"
+          f"  {out}/synth/defa-asic/report.md   defa blocks: OSU 0.18 um area, Fmax, power, "
+          "40 nm estimate\n"
+          f"  {out}/energy/energy.md            energy per encoder layer (energy.json, "
+          "energy.png)")
     if failed:
         print(f"make: FAILED: {', '.join(failed)} after {dt:.0f} s", file=sys.stderr)
         return 1

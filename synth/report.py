@@ -175,6 +175,49 @@ def _asic_markdown(report):
         L.append("|---|---|---:|---:|---:|---:|---:|")
         L.extend(f"| {n} | {mm['name']} | {_fmt(mm['bits'])} | {_fmt(mm['area_um2'])} | "
                  f"{mm['access_ns']} | {mm['read_pj']} | {mm['write_pj']} |" for n, mm in mems)
+    L.extend(_scaled_markdown(report))
+    return L
+
+
+def _scaled_markdown(report):
+    """The 40 nm estimate beside the 180 nm figures and DEFA's synthesis point."""
+    from synth.scaling import DEFA_POINT, SCALE_TO_40NM, SOURCE, scale_block
+    f = SCALE_TO_40NM
+    target = DEFA_POINT["clock_mhz"]
+    L = ["\n## 40 nm estimate (scaled from OSU 0.18 um; not synthesised at 40 nm)\n",
+         f"**Estimate.** Factors 180 nm -> 40 nm: area x{f['area']:.4f}, delay "
+         f"x{f['delay']:.4f}, energy per operation x{f['energy']:.4f} ({SOURCE}; "
+         "synth/scaling.py). Power at the asic flow's clock and activity. DEFA's published "
+         f"synthesis point: {DEFA_POINT['node_nm']} nm, {target:.0f} MHz (Design Compiler); "
+         "its area and power are not in the project's sources. Not modelled at 40 nm: "
+         "wires (a larger share of delay than at 180 nm), clock tree, placement, leakage "
+         "(the energy fit is dynamic), SRAM macros of a 40 nm compiler.\n",
+         f"| block | 180 nm logic um^2 | 180 nm Fmax MHz | 40 nm logic um^2 (est.) | 40 nm logic + "
+         f"SRAM mm^2 (est.) | 40 nm Fmax MHz (est.) | {target:.0f} MHz at 40 nm | "
+         "40 nm power mW (est.) |",
+         "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for n, b in report["blocks"].items():
+        a = b.get("asic")
+        if a is None or "error" in a:
+            continue
+        sc = a.get("scaled_40nm") or scale_block(a)
+        meets = ("-" if sc["meets_target"] is None else
+                 ("meets" if sc["meets_target"] else "misses")
+                 + f" ({sc['margin_pct']:+.0f} %)")
+        power = "-" if sc["power_mw"] is None else f"{sc['power_mw']:.3f}"
+        L.append(f"| {n} | {_fmt(a['area_um2'])} | {_fmt(a['fmax_mhz'], 1)} | "
+                 f"{_fmt(sc['area_um2'])} | {sc['area_um2_total_est'] / 1e6:.3f} | "
+                 f"{_fmt(sc['fmax_mhz'], 1)} | {meets} | {power} |")
+    from synth.asic import ASIC_SRAM_MODEL
+    sram_mhz = 1e3 / (ASIC_SRAM_MODEL["min_cycle_ns"] * f["delay"])
+    L.append(f"| SRAM macro (model: {ASIC_SRAM_MODEL['min_cycle_ns']} ns min. cycle) | | "
+             f"{1e3 / ASIC_SRAM_MODEL['min_cycle_ns']:.1f} | | | {sram_mhz:.1f} | "
+             + ("meets" if sram_mhz >= target else "misses")
+             + f" ({100 * (sram_mhz / target - 1):+.0f} %) | |")
+    L.append(f"| DEFA (published) | | | | n/a | | {target:.0f} MHz | n/a |")
+    L.append("\nFmax is the logic's: paths into and out of the SRAM macros are not timed. "
+             "The macro model's cycle (a 5 V-periphery 180 nm macro) scaled the same way is "
+             "in the SRAM row; a 40 nm SRAM compiler's macros would be faster.")
     return L
 
 

@@ -9,6 +9,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_compl
 from pathlib import Path
 
 from synth.asic import asic_model, run_asic
+from synth.scaling import scale_block
 from synth.ecp5 import ECP5_PACKAGE, NEXTPNR_SEED, run_ecp5
 from synth.generic import ABC_SCRIPT, SRAM_MODEL, liberty_cells, run_generic
 from synth.plan import collect_sweep, finish_plan, plan_sweep, plan_unit, sweep_configs
@@ -194,6 +195,8 @@ def synthesize(cfg, out, *, targets=TARGETS[:2], blocks=None, only=None, jobs=2,
 
     for n, target, plan in wanted:
         res = finish_plan(plan, results)
+        if target == "asic" and "error" not in res:
+            res["scaled_40nm"] = scale_block(res)      # an estimate (synth/scaling.py)
         report["blocks"][n][target] = res
         if "error" in res:
             report["errors"].append(f"{n} ({target}): {res['error']}")

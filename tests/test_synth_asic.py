@@ -179,3 +179,82 @@ def test_ram_stays_a_macro_with_model_figures(tmp_path):
     assert r["area_um2"] < 0.5 * mem["area_um2"]        # 1 kbit as flops would be far larger
     assert "$mem_v2" in r["cells"] and r["cell_count"] == sum(
         v for k, v in r["cells"].items() if k != "$mem_v2")
+
+
+# ---- the asic baseline (synth/baseline.py) ------------------------------------------------
+
+def _asic_report(area=100_000.0, total=150_000.0, fmax=200.0, power=10.0):
+    cfg = preset("tiny")
+    a = {"area_um2": area, "area_um2_total_est": total, "fmax_mhz": fmax, "power_mw": power,
+         "cell_count": 1000, "sram_bits": 512}
+    return {"config_name": "tiny", "config": cfg.to_dict(), "tools": {},
+            "blocks": {"blk": {"asic": a}}}
+
+
+def test_asic_baseline_fails_on_6_percent_area_growth_and_11_percent_fmax_drop():
+    base = synth.baseline_from_report(_asic_report())
+    assert set(base["blocks"]["blk"]["asic"]) >= {"area_um2", "fmax_mhz", "power_mw"}
+    assert synth.compare_to_baseline(base, _asic_report(area=104_900.0, fmax=180.2))[0] == []
+    fails, _ = synth.compare_to_baseline(base, _asic_report(area=106_000.0))
+    assert len(fails) == 1 and "area_um2 grew +6.0%" in fails[0]
+    fails, _ = synth.compare_to_baseline(base, _asic_report(total=159_000.0))
+    assert len(fails) == 1 and "area_um2_total_est grew +6.0%" in fails[0]
+    fails, _ = synth.compare_to_baseline(base, _asic_report(fmax=178.0))
+    assert len(fails) == 1 and "(asic): Fmax fell -11.0%" in fails[0]
+    # Power is the energy model's input, not a limit: a change is a note.
+    fails, notes = synth.compare_to_baseline(base, _asic_report(power=20.0))
+    assert fails == [] and any("power_mw" in n for n in notes)
+
+
+def test_asic_update_keeps_the_other_targets_and_a_restricted_run_skips_other_blocks():
+    prev = {"config": preset("tiny").to_dict(),
+            "blocks": {"blk": {"generic": {"area_nand2_logic": 5.0}},
+                       "other": {"generic": {"area_nand2_logic": 7.0}}}}
+    base = synth.baseline_from_report(_asic_report(), prev)
+    assert base["blocks"]["blk"]["generic"] == {"area_nand2_logic": 5.0}
+    assert base["blocks"]["blk"]["asic"]["area_um2"] == 100_000.0
+    assert "other" in base["blocks"]
+    assert synth.compare_to_baseline(base, _asic_report(), only=["blk"])[0] == []
+    assert "not synthesised now" in synth.compare_to_baseline(base, _asic_report())[0][0]
+
+
+@needs_tools
+@pytest.mark.heavy(minutes=1)
+def test_tiny_asic_blocks_within_the_committed_baseline(tmp_path):
+    """requant and bilinear (tiny) through the asic flow, checked as --check-baseline does."""
+    base = json.loads(synth.baseline_path("tiny").read_text())
+    only = ["requant", "bilinear"]
+    assert all("asic" in base["blocks"][n] for n in only)
+    report = synth.synthesize(preset("tiny"), tmp_path / "o", targets=("asic",), only=only,
+                              jobs=1, progress=None)
+    fails, _notes = synth.compare_to_baseline(base, report, only=only)
+    assert fails == []
+    sc = report["blocks"]["requant"]["asic"]["scaled_40nm"]
+    assert sc["estimate"] is True and sc["fmax_mhz"] > report["blocks"]["requant"]["asic"][
+        "fmax_mhz"]
+
+
+# ---- the 40 nm estimate (synth/scaling.py) ----------------------------------------------
+
+def test_scaling_factors_lie_between_the_papers_45_and_32_nm_points():
+    from synth import scaling
+    f40 = scaling.SCALE_TO_40NM
+    f45, f32 = scaling.factors(45), scaling.factors(32)
+    for k in ("area", "delay", "energy", "power"):
+        assert f32[k] < f40[k] < f45[k] < 1, k
+    assert f45["area"] == pytest.approx(1 / 19) and f32["area"] == pytest.approx(1 / 40)
+    # The authors' erratum: HP32 energy fit at 0.9 V = 0.4571.
+    assert scaling._poly(scaling.POLY["HP32"]["energy"], 0.9) == pytest.approx(0.4571, abs=1e-4)
+    with pytest.raises(ValueError):
+        scaling.factors(28)
+
+
+def test_scale_block_applies_each_factor_once_and_judges_400_mhz():
+    from synth import scaling
+    f = {"area": 0.5, "delay": 0.25, "energy": 0.1, "power": 0.2}
+    a = _result(1000.0, 4.0)
+    sc = scaling.scale_block(a, f, target_mhz=1000.0)
+    assert sc["area_um2"] == 500.0 and sc["delay_ns"] == 1.0 and sc["fmax_mhz"] == 1000.0
+    assert sc["power_mw"] == pytest.approx(0.15) and sc["meets_target"] is True
+    assert scaling.scale_block(_result(1000.0, 4.1), f, target_mhz=1000.0)["meets_target"] is False
+    assert sc["estimate"] is True

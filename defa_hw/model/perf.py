@@ -35,7 +35,7 @@ from defa_hw.rtl.fmap_mask import FmapMaskGenerator
 from defa_hw.rtl.softmax import Softmax
 
 __all__ = ["Prediction", "model", "predict", "encoder_projection", "PHASE_NAMES",
-           "ENCODER_SHAPES", "CLOCK_HZ"]
+           "ENCODER_SHAPES", "CLOCK_HZ", "operation_counts"]
 
 #: The controller's busy phases in order (one ``Reg.CYC_*`` counter each).
 PHASE_NAMES = tuple(p.name.lower() for p in Phase if p is not Phase.IDLE)
@@ -223,6 +223,33 @@ def model(cfg, keep, fmap_mask, shapes, ref, *, max_queries=DEFAULT_MAX_QUERIES,
                               "rows_loaded": schedule.rows_loaded,
                               "rows_refetched": schedule.rows_refetched,
                               "pixels_projected": unmasked})
+
+
+def operation_counts(cfg, keep, fmap_mask, *, max_queries=DEFAULT_MAX_QUERIES):
+    """The work of one block that :func:`model` schedules (cycles are not touched here).
+
+    ``mm_macs``: useful MACs per MM phase, the numerators of ``ideal`` (attention logits
+    for every point, offsets (x, y) of the kept points, value projection of the unmasked
+    pixels, output projection); ``ba_point_channels``: kept points x ``head_dim`` (one
+    bilinear interpolation plus one probability MAC each); ``ba_cycles``: the BA
+    sequencer's steps (``Prediction.detail["ba_ops"]``); ``mm_cycles_ideal``: the MM MACs at
+    the array's peak rate (``pe_rows * pe_cols`` per cycle).
+    """
+    g = CoreGeometry(cfg, max_queries)
+    keep = np.asarray(keep, dtype=bool).reshape(-1, g.M, g.L * g.P)
+    fmap_mask = np.asarray(fmap_mask, dtype=bool)
+    Lq, S = keep.shape[0], len(fmap_mask)
+    kept = int(keep.sum())
+    unmasked = int((~fmap_mask).sum())
+    G, _ = _head_groups(keep, g)
+    macs = {"attn": Lq * g.n_att * g.C, "offset": kept * 2 * g.C,
+            "value": unmasked * g.C * g.C, "out": Lq * g.C * g.C}
+    return {"queries": Lq, "pixels": S, "pixels_unmasked": unmasked,
+            "points": int(keep.size), "kept_points": kept,
+            "mm_macs": macs, "mm_macs_total": sum(macs.values()),
+            "mm_cycles_ideal": sum(macs.values()) / (g.R * g.Cc),
+            "ba_point_channels": kept * g.D, "ba_cycles": int(g.n_slices * G.sum()),
+            "passes": -(-Lq // g.mq)}
 
 
 def _drains(cfg, g):
