@@ -63,6 +63,14 @@ class WindowSchedule:
         self.rows_refetched = rows_refetched
         self.rows_seen = rows_seen
 
+    def rows_per_level(self, n_levels):
+        """Rows loaded at each level (re-loads included)."""
+        rows = [0] * n_levels
+        for _, lds in self.misses:
+            for l, _, r in lds:
+                rows[l] += r
+        return rows
+
     def pixels_loaded(self, shapes):
         """Pixel indices (``input_flatten`` order) of every load, in load order."""
         shapes = np.asarray(shapes, dtype=np.int64)

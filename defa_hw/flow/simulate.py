@@ -147,21 +147,23 @@ def compare_with_golden(cfg, qb, res, *, prune=True):
 
 def window_counters(cfg, qb):
     """The window and stream counters a block must show, from the golden window schedule
-    (:func:`golden.value_window.window_schedule`) and the host's packing."""
+    (:func:`golden.value_window.window_schedule`) and the beat counts of
+    :func:`defa_hw.model.traffic.external_traffic`."""
     from golden.value_window import window_schedule
-    from defa_hw.host.packing import HostPacker
+    from defa_hw.model.traffic import external_traffic
     sched = window_schedule(cfg, qb.ref, qb.shapes)
-    seen = np.concatenate(sched.rows_seen)
-    widths = np.repeat(np.asarray(qb.shapes)[:, 1], np.asarray(qb.shapes)[:, 0])
-    pixel_seen = np.repeat(seen, widths)
-    beats = HostPacker(cfg).beat_counts(qb)
+    shapes = np.asarray(qb.shapes)
+    pixel_seen = np.repeat(np.concatenate(sched.rows_seen), np.repeat(shapes[:, 1], shapes[:, 0]))
+    rows = sched.rows_per_level(len(shapes))
+    t = external_traffic(cfg, shapes, int(qb.query.shape[0]), fmap_rows_loaded=rows,
+                         window_loads=sched.loads)
     return {"window_loads": sched.loads, "rows_loaded": sched.rows_loaded,
             "rows_refetched": sched.rows_refetched,
             # masked pixels are counted in the first load of their row
             "pixels_masked_in": int(np.asarray(qb.fmap_mask, dtype=bool)[pixel_seen].sum()),
-            "fmap_beats": int(sched.pixels_loaded(qb.shapes).size),
-            "weight_beats": beats["weights"], "query_beats": beats["queries"],
-            "result_beats": beats["results"]}
+            "fmap_beats": t["fmap"]["beats"], "weight_beats": t["weights"]["beats"],
+            "query_beats": t["queries"]["beats"],
+            "result_beats": t["results_output"]["beats"] + t["results_mask"]["beats"]}
 
 
 #: Window and stream counters ``simulate`` reports and checks (:func:`window_counters`).
@@ -169,21 +171,16 @@ WINDOW_COUNTERS = ("window_loads", "rows_loaded", "rows_refetched", "weight_beat
                    "query_beats", "fmap_beats", "result_beats")
 
 
-def stream_traffic(cfg, counts):
-    """External traffic of a block: beats and bits per stream, from beat counts (the
-    ``*_beats`` counters) and the packet layouts' widths."""
-    from defa_hw.rtl.core.interface import (fmap_beat_layout, fmap_request_layout,
-                                            query_beat_layout, result_beat_layout,
-                                            weight_beat_layout)
-    widths = {"weights": weight_beat_layout(cfg).size, "queries": query_beat_layout(cfg).size,
-              "fmap": fmap_beat_layout(cfg).size, "results": result_beat_layout(cfg).size,
-              "fmap_req": fmap_request_layout(cfg).size}
-    beats = {"weights": counts["weight_beats"], "queries": counts["query_beats"],
-             "fmap": counts["fmap_beats"], "results": counts["result_beats"],
-             "fmap_req": counts["window_loads"]}
-    out = {k: {"beats": int(beats[k]), "bits": int(beats[k]) * widths[k]} for k in widths}
-    out["total_bits"] = sum(v["bits"] for v in out.values())
-    return out
+def stream_traffic(cfg, counts, n_queries):
+    """External traffic of a block from the core's beat counters (the ``*_beats`` and
+    ``window_loads`` counters): beats and bits per stream
+    (:func:`defa_hw.model.traffic.traffic_bits`)."""
+    from defa_hw.model.traffic import traffic_bits
+    out_beats = n_queries * (cfg.d_model // cfg.pe_cols)
+    return traffic_bits(cfg, {
+        "weights": counts["weight_beats"], "queries": counts["query_beats"],
+        "fmap": counts["fmap_beats"], "fmap_req": counts["window_loads"],
+        "results_output": out_beats, "results_mask": int(counts["result_beats"]) - out_beats})
 
 
 def run_ordered(cfg, qb, *, order="locality", prune=True, **kw):
@@ -323,7 +320,7 @@ def main(cfg, args):
                "query_order": args.query_order,
                "window": {k: scalars[k] for k in ("window_loads", "rows_loaded",
                                                   "rows_refetched")},
-               "traffic": stream_traffic(cfg, res),
+               "traffic": stream_traffic(cfg, res, int(qb.query.shape[0])),
                **summary_fields(inputs, dequantize(out_int, qb.qp.output), gold),
                "wall_s": round(wall, 1), "out": str(out)}
     print(json.dumps(summary))

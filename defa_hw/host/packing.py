@@ -4,7 +4,7 @@ import numpy as np
 
 from defa_hw.rtl.core.interface import (ResultKind, WeightTarget, check_core_config,
                                         fmap_beat_layout, fmap_request_layout,
-                                        mask_bits_per_beat, query_beat_layout, weight_rows, result_beat_layout,
+                                        query_beat_layout, result_beat_layout,
                                         weight_beat_layout)
 
 __all__ = ["HostPacker"]
@@ -67,16 +67,6 @@ class HostPacker:
         mask = np.asarray(qb.fmap_mask, dtype=bool)
         return [(_pack_codes(row, d) << o_p) | (int(mk) << o_m)
                 for row, mk in zip(np.asarray(qb.input, dtype=np.int64), mask)]
-
-    def beat_counts(self, qb):
-        """Beats of a block on ``weights``, ``queries`` and ``results`` (the fmap beats
-        depend on the window loads: :mod:`golden.value_window`)."""
-        cfg = self.cfg
-        nq = int(np.asarray(qb.query).shape[0])
-        n_pix = int(np.asarray(qb.fmap_mask).size)
-        mb = mask_bits_per_beat(cfg)
-        return {"weights": sum(weight_rows(cfg).values()), "queries": nq,
-                "results": nq * (cfg.d_model // cfg.pe_cols) + -(-n_pix // mb)}
 
     def decode_fmap_request(self, value):
         """``(level, row, rows)`` of a ``fmap_req`` payload."""

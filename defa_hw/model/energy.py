@@ -152,10 +152,12 @@ def sram_bits(cfg, counts, traffic):
     }
 
 
-def layer_counts(cfg, pruning, *, shapes=None, seed=0):
-    """(operation counts, cycles, external traffic) of one encoder layer."""
+def layer_counts(cfg, pruning, *, shapes=None, seed=0, order="locality"):
+    """(operation counts, cycles, external traffic) of one encoder layer, its queries run
+    in ``order`` (the value-window loads decide the fmap traffic)."""
     from defa_hw.model.perf import (DEFA_PIXEL_PRUNE, DEFA_POINT_PRUNE, ENCODER_SHAPES,
-                                    model, operation_counts, synthetic_keep)
+                                    encoder_schedule, model, operation_counts,
+                                    synthetic_keep)
     from defa_hw.model.traffic import external_traffic
     if pruning not in PRUNING_CHOICES:
         raise ValueError(f"pruning {pruning!r}; allowed: {', '.join(PRUNING_CHOICES)}")
@@ -169,8 +171,11 @@ def layer_counts(cfg, pruning, *, shapes=None, seed=0):
         keep = synthetic_keep(cfg, S, DEFA_POINT_PRUNE, rng)
         mask = rng.random(S) < DEFA_PIXEL_PRUNE
     counts = operation_counts(cfg, keep, mask)
-    cycles = model(cfg, keep, mask, shapes, value_in_passes=True).cycles["total"]
-    return counts, cycles, external_traffic(cfg, shapes, S)
+    ref, sched = encoder_schedule(cfg, shapes, order)
+    cycles = model(cfg, keep, mask, shapes, ref, schedule=sched).cycles["total"]
+    rows = sched.rows_per_level(len(shapes))
+    return counts, cycles, external_traffic(cfg, shapes, S, fmap_rows_loaded=rows,
+                                            window_loads=sched.loads)
 
 
 def layer_energy(cfg, counts, traffic, e):

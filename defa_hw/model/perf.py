@@ -34,7 +34,7 @@ from defa_hw.rtl.core.value_window import ValueWindow
 from defa_hw.rtl.fmap_mask import FmapMaskGenerator
 from defa_hw.rtl.softmax import Softmax
 
-__all__ = ["Prediction", "model", "predict", "encoder_projection", "PHASE_NAMES",
+__all__ = ["Prediction", "model", "predict", "encoder_projection", "encoder_schedule", "PHASE_NAMES",
            "ENCODER_SHAPES", "CLOCK_HZ", "operation_counts"]
 
 #: The controller's busy phases in order (one ``Reg.CYC_*`` counter each).
@@ -315,6 +315,16 @@ def measured_statistics(cfg, *, seed=0, n_queries=200):
     return heads, res["pixels_pruned_next"] / res["pixels_total"]
 
 
+def encoder_schedule(cfg, shapes=ENCODER_SHAPES, order="locality"):
+    """Reference codes of an encoder layer's queries in run ``order`` and their value-window
+    loads: ``(ref, golden.value_window.WindowSchedule)``."""
+    from golden.value_window import window_schedule
+    from defa_hw.host.order import encoder_reference_codes, query_order
+    ref = encoder_reference_codes(cfg, shapes)
+    ref = ref[query_order(ref, order)]
+    return ref, window_schedule(cfg, ref, shapes)
+
+
 def encoder_projection(cfg=None, *, max_queries=DEFAULT_MAX_QUERIES, seed=0,
                        shapes=ENCODER_SHAPES, clock_hz=CLOCK_HZ, order="locality"):
     """Projected cycles / latency / throughput of one encoder layer (every token a query,
@@ -325,15 +335,11 @@ def encoder_projection(cfg=None, *, max_queries=DEFAULT_MAX_QUERIES, seed=0,
     i.i.d. masks); the ratios measured with the golden model on a random workload
     (bootstrapped keep patterns, i.i.d. pixel mask).
     """
-    from golden.value_window import window_schedule
-    from defa_hw.host.order import encoder_reference_codes, query_order
     cfg = cfg or preset("defa")
     rng = np.random.default_rng(seed)
     S = int(sum(h * w for h, w in shapes))
     Lq = S
-    ref = encoder_reference_codes(cfg, shapes)
-    ref = ref[query_order(ref, order)]
-    schedule = window_schedule(cfg, ref, shapes)
+    ref, schedule = encoder_schedule(cfg, shapes, order)
     heads, pix_measured = measured_statistics(cfg, seed=seed)
     point_measured = 1.0 - heads.mean()
     cases = {
