@@ -139,17 +139,24 @@ class Bench:
         """
         dut, reads, writes = self.dut, list(reads), list(writes)
 
+        taken = []
+
         def read_taken(i):
-            # The golden read at the accepted cycle sees the writes of earlier cycles only
-            # (the read source samples before the write source).
-            r = reads[i]
-            want = fmap_buffer(self.banks, r["y"], r["x"], r["inb"], r["slc"], self.cfg,
-                               self.mapping, r.get("level", 0))
-            if r.get("ideal") is not None:
-                # The testbench's own claim: these pixels are resident.
-                assert np.array_equal(want, r["ideal"]), (
-                    f"{r.get('note')}: golden buffer does not hold the value map")
-            self.expected.append((self.cycle, want, r.get("note", "read")))
+            taken.append(i)
+
+        def golden_reads():
+            # The SRAM is read the cycle after a read is accepted, so the golden read sees
+            # the writes accepted up to and including that cycle (run after every sample).
+            for i in taken:
+                r = reads[i]
+                want = fmap_buffer(self.banks, r["y"], r["x"], r["inb"], r["slc"], self.cfg,
+                                   self.mapping, r.get("level", 0))
+                if r.get("ideal") is not None:
+                    # The testbench's own claim: these pixels are resident.
+                    assert np.array_equal(want, r["ideal"]), (
+                        f"{r.get('note')}: golden buffer does not hold the value map")
+                self.expected.append((self.cycle, want, r.get("note", "read")))
+            taken.clear()
 
         def write_taken(i):
             lv, y, x, s, word = writes[i]
@@ -169,6 +176,7 @@ class Bench:
         drain = [0]
 
         def each_cycle():
+            golden_reads()
             self._check_response()
             drain[0] = drain[0] + 1 if rd.done and wr.done else 0
             self.cycle += 1

@@ -271,13 +271,13 @@ class FmapBuffer(wiring.Component):
     out-of-map requests read zero).  Inter mapping: ``rd.ready`` is always 1.  Intra
     baseline: a cycle whose requests share banks is served over ``max per bank``
     cycles with ``rd.ready`` low until the last one (``rd`` must stay stable, as the
-    stream rules require).  Writes land at the clock edge; a read in the same cycle sees
-    the old word.
+    stream rules require).  Writes land at the clock edge; a read accepted in the same
+    cycle reads the SRAM a cycle later and sees the new word.
 
     Write: ``wr`` takes one pixel word per cycle (always ready: the write port is
     separate from the read port); beats outside the level's ``max_shapes`` are dropped.
 
-    Statistics (reset by ``rst``, wrap around; one cycle behind the reads):
+    Statistics (reset by ``rst``, wrap around; two cycles behind the reads):
     ``stat_reads`` read cycles accepted,
     ``stat_conflict_reads`` of them with two requests on one bank, ``stat_lost_cycles``
     the sum of ``max(requests per bank) - 1``.
@@ -290,12 +290,13 @@ class FmapBuffer(wiring.Component):
 
     Attributes
     ----------
-    LATENCY : cycles from ``rd`` accepted to ``rsp.valid`` (2: SRAM read, then the
-        bank-to-request crossbar into the output register).
+    LATENCY : cycles from ``rd`` accepted to ``rsp.valid`` (3: bank enables and
+        addresses registered, SRAM read, then the bank-to-request crossbar into the
+        output register).
     geometry : :class:`FmapGeometry`.
     """
 
-    LATENCY = 2
+    LATENCY = 3
 
     def __init__(self, cfg, *, mapping="inter", stat_bits=32):
         self.geometry = g = FmapGeometry(cfg, mapping)
@@ -336,37 +337,48 @@ class FmapBuffer(wiring.Component):
             m.d.comb += [self.rd.ready.eq(1), s0_first.eq(self.rd.valid)]
         accept = self.rd.valid & self.rd.ready
 
+        # -- s1: bank enables and addresses registered: the address arithmetic and the
+        # bank multiplexer get a cycle of their own, off the SRAM input path.
+        s1_en = Signal(n_banks)
+        s1_addr = Signal(bs.bank_addr.shape())
+        m.d.sync += [s1_en.eq(bs.bank_en), s1_addr.eq(bs.bank_addr)]
         rdata, wps = [], []
         for b in range(n_banks):
             mem = Memory(shape=g.word_bits, depth=g.depths[b], init=[])
             m.submodules[f"bank{b}"] = mem
             rp = mem.read_port()
-            m.d.comb += [rp.en.eq(bs.bank_en[b]), rp.addr.eq(bs.bank_addr[b])]
+            m.d.comb += [rp.en.eq(s1_en[b]), rp.addr.eq(s1_addr[b])]
             rdata.append(rp.data)
             wps.append(mem.write_port())
         self._write_ports(m, wps)
 
-        # -- s1: SRAM data out; route each bank to the request it served -------------------
-        s1_sel = Signal(data.ArrayLayout(g.sel_bits, n_req))
-        s1_got = Signal(n_req)
-        s1_first = Signal()
-        s1_last = Signal()
-        m.d.sync += [s1_sel.eq(bs.sel), s1_got.eq(served),
-                     s1_first.eq(s0_first), s1_last.eq(accept)]
+        # -- s2: SRAM data out; route each bank to the request it served -------------------
+        def delayed(name, value, n):
+            for k in range(n):
+                r = Signal(value.shape(), name=f"s{k + 1}_{name}")
+                m.d.sync += r.eq(value)
+                value = r
+            return value
 
-        # -- s2: output register, one per request ---------------------------------------
-        s2_data = [Signal(g.word_bits, name=f"s2_data{i}") for i in range(n_req)]
-        s2_valid = Signal()
-        m.d.sync += s2_valid.eq(s1_last)
+        s2_sel = delayed("sel", bs.sel.as_value(), 2)
+        s2_got = delayed("got", served, 2)
+        s2_first = delayed("first", s0_first, 2)
+        s2_last = delayed("last", accept, 2)
+
+        # -- s3: output register, one per request ---------------------------------------
+        s3_data = [Signal(g.word_bits, name=f"s3_data{i}") for i in range(n_req)]
+        s3_valid = Signal()
+        m.d.sync += s3_valid.eq(s2_last)
+        sel_w = g.sel_bits
         for i in range(n_req):
             # Inter: a request can only be served by the 4 banks of its level.
             banks = rdata[4 * (i // 4):4 * (i // 4) + 4] if not intra else rdata
-            with m.If(s1_got[i]):
-                m.d.sync += s2_data[i].eq(Array(banks)[s1_sel[i]])
-            with m.Elif(s1_first):
+            with m.If(s2_got[i]):
+                m.d.sync += s3_data[i].eq(Array(banks)[s2_sel[i * sel_w:(i + 1) * sel_w]])
+            with m.Elif(s2_first):
                 # Out-of-map requests (never served) read zero.
-                m.d.sync += s2_data[i].eq(0)
-        m.d.comb += [self.rsp.valid.eq(s2_valid), self.rsp.payload.eq(Cat(s2_data))]
+                m.d.sync += s3_data[i].eq(0)
+        m.d.comb += [self.rsp.valid.eq(s3_valid), self.rsp.payload.eq(Cat(s3_data))]
 
         self._statistics(m, bs, accept)
         return m
@@ -404,25 +416,31 @@ class FmapBuffer(wiring.Component):
 
     def _statistics(self, m, bs, accept):
         cfg, g = self._cfg, self.geometry
-        # One register stage: the counters lag the reads by a cycle, and their max chain
-        # over the banks stays off the read path (it was ECP5's critical path).
+        # Two register stages keep the statistics off the read path (they were ECP5's
+        # critical path): the per-bank counts, then the most requests on one bank (a
+        # balanced max tree); the counters lag the reads by two cycles.
         st_count = Signal(bs.count.shape())
         st_accept = Signal()
         m.d.sync += [st_count.eq(bs.count), st_accept.eq(accept)]
-        accept = st_accept
-        per_bank = [st_count[b] for b in range(cfg.n_banks)]
-        most = per_bank[0]
-        for b, c in enumerate(per_bank[1:]):
-            # A named signal per step keeps the max chain linear (an expression that
-            # used ``most`` twice per step would be duplicated at every step).
-            step = Signal(range(g.max_per_bank + 1), name=f"most{b + 1}")
-            m.d.comb += step.eq(Mux(c > most, c, most))
-            most = step
-        extra = Signal(range(g.n_req))
-        m.d.comb += extra.eq(Mux(most > 1, most - 1, 0))
-        with m.If(accept):
+        level = [st_count[b] for b in range(cfg.n_banks)]
+        depth = 0
+        while len(level) > 1:
+            nxt = []
+            for i in range(0, len(level) - 1, 2):
+                a, b = level[i], level[i + 1]
+                step = Signal(range(g.max_per_bank + 1), name=f"most{depth}_{i // 2}")
+                m.d.comb += step.eq(Mux(b > a, b, a))
+                nxt.append(step)
+            if len(level) % 2:
+                nxt.append(level[-1])
+            level, depth = nxt, depth + 1
+        most = level[0]
+        st_extra = Signal(range(g.n_req))
+        st_accept2 = Signal()
+        m.d.sync += [st_extra.eq(Mux(most > 1, most - 1, 0)), st_accept2.eq(st_accept)]
+        with m.If(st_accept2):
             m.d.sync += [
                 self.stat_reads.eq(self.stat_reads + 1),
-                self.stat_conflict_reads.eq(self.stat_conflict_reads + (extra != 0)),
-                self.stat_lost_cycles.eq(self.stat_lost_cycles + extra),
+                self.stat_conflict_reads.eq(self.stat_conflict_reads + (st_extra != 0)),
+                self.stat_lost_cycles.eq(self.stat_lost_cycles + st_extra),
             ]

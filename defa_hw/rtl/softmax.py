@@ -20,6 +20,8 @@ FRAC_MAX = 32
 
 #: Heads in flight between the exp stage and the output stage (e-buffer slots).
 SLOTS = 4
+#: Dividers working in turn (each takes every DIVIDERS-th head; divides SLOTS).
+DIVIDERS = 2
 
 
 def _ceil_div(a, b):
@@ -37,20 +39,20 @@ class Softmax(wiring.Component):
 
     Throughput: one logit in and one probability out per cycle in steady state,
     i.e. ``n_lp`` cycles per head with no bubbles between heads, as long as the
-    divider's ``1 + div_steps`` cycles per head do not exceed ``n_lp`` (the
+    dividers' ``1 + div_steps`` cycles per head do not exceed ``DIVIDERS * n_lp`` (the
     default ``div_bits_per_cycle`` guarantees it; tiny: 8, defa: 16 cycles).
     Latency from a head's last logit accepted to its first probability valid:
     ``n_lp + div_steps + 7`` cycles (``LATENCY_FIRST``) when the output is not
     busy; see ``docs/units.md``.  Registers are named by phase and stage:
-    ``l_`` (load), ``e1_..e3_`` (exp), ``d_`` (divide), ``o1_``, ``o2_`` (output).
+    ``l_`` (load), ``e1_..e3_`` (exp), ``d<j>_`` (divider j), ``o1_``, ``o2_`` (output).
 
     Parameters
     ----------
     cfg : DefaConfig
     div_bits_per_cycle : int, keyword-only
         Restoring-division steps unrolled per cycle; default
-        ``ceil(qbits / max(1, n_lp - 1))``, the fewest that keep up with one
-        logit per cycle (``1 + div_steps <= n_lp``).
+        ``ceil(qbits / max(1, DIVIDERS * n_lp - 1))``, the fewest that keep up with one
+        logit per cycle (``1 + div_steps <= DIVIDERS * n_lp``).
 
     Attributes
     ----------
@@ -64,7 +66,8 @@ class Softmax(wiring.Component):
     div_steps : int
         Cycles of one division (``ceil(qbits / div_bits_per_cycle)``).
     CYCLES_PER_HEAD : int
-        Steady-state cycles per head without stalls: ``max(n_lp, 1 + div_steps)``.
+        Steady-state cycles per head without stalls: ``max(n_lp, ceil((1 + div_steps) /
+        DIVIDERS))``.
     LATENCY_FIRST : int
         Cycles from the handshake of a head's last logit to its first probability
         being valid when nothing stalls.
@@ -77,7 +80,8 @@ class Softmax(wiring.Component):
         # floor(2^K / sum) with sum >= 2^EXP_ONE_BITS (the max logit alone gives 1.0).
         qbits = K - EXP_ONE_BITS + 1
         if div_bits_per_cycle is None:
-            div_bits_per_cycle = _ceil_div(qbits, max(1, cfg.n_lp - 1))
+            # the fewest bits per cycle with which the dividers keep up with the heads
+            div_bits_per_cycle = _ceil_div(qbits, max(1, DIVIDERS * cfg.n_lp - 1))
         return K, qbits, div_bits_per_cycle, _ceil_div(qbits, div_bits_per_cycle)
 
     @classmethod
@@ -99,9 +103,9 @@ class Softmax(wiring.Component):
                              f"range is 1..{self.qbits} with ceil({self.qbits} / bits) * bits "
                              f"<= {self.K}")
         self.LATENCY_FIRST = self.latency_first(cfg, div_bits_per_cycle=self.div_bits)
-        # Steady state: every phase takes n_lp cycles per head except the divider, which
-        # takes its load cycle plus div_steps.
-        self.CYCLES_PER_HEAD = max(n, 1 + self.div_steps)
+        # Steady state: every phase takes n_lp cycles per head except the dividers, each
+        # of which takes its load cycle plus div_steps per head it serves.
+        self.CYCLES_PER_HEAD = max(n, _ceil_div(1 + self.div_steps, DIVIDERS))
         super().__init__({
             "logits": In(stream.Signature(signed(cfg.data_bits))),
             "probs": Out(stream.Signature(unsigned(cfg.prob_bits))),
@@ -227,33 +231,41 @@ class Softmax(wiring.Component):
                 m.d.sync += sum_reg[s_].eq(total)
 
         pq = self.div_steps * self.div_bits               # quotient bits produced
-        d_slot = Signal(range(SLOTS))
-        d_busy = Signal()
-        d_cnt = Signal(range(self.div_steps))
-        d_sum = Signal(sum_bits)
-        d_rem = Signal(sum_bits)                          # partial remainder < sum
-        d_quo = Signal(pq)
-        # 2^K = 2^(K - pq) * 2^pq: the remainder starts at 2^(K - pq) < 2^15 <= sum and
-        # shifts in pq zero dividend bits, so the quotient fits in pq bits.
-        rem, quo = d_rem, d_quo
-        for _ in range(self.div_bits):
-            rem2 = Cat(C(0, 1), rem)                     # 2 * rem (< 2 * sum)
-            ge = rem2 >= d_sum
-            rem = Mux(ge, rem2 - d_sum, rem2)[:sum_bits]
-            quo = Cat(ge, quo)[:pq]
-        d_load = ~d_busy & sum_ok.bit_select(d_slot, 1)
-        d_done = d_busy & (d_cnt == self.div_steps - 1)
-        with m.If(d_load):
-            m.d.sync += [d_busy.eq(1), d_cnt.eq(0),
-                         d_sum.eq(Cat(*sum_reg).word_select(d_slot, sum_bits)),
-                         d_rem.eq(1 << (K - pq)), d_quo.eq(0)]
-        with m.If(d_busy):
-            m.d.sync += [d_rem.eq(rem), d_quo.eq(quo), d_cnt.eq(d_cnt + 1)]
-        with m.If(d_done):
-            m.d.sync += [d_busy.eq(0), d_slot.eq(d_slot + 1)]
-            for s_ in range(SLOTS):
-                with m.If(d_slot == s_):
-                    m.d.sync += rec_reg[s_].eq(quo[:qbits])
+        # DIVIDERS dividers take the heads in turn (divider j: slots j, j + DIVIDERS, ...),
+        # so each has DIVIDERS * n_lp cycles per head: fewer bits per cycle, a shorter path.
+        d_load, d_done, d_slot = [], [], []
+        for j in range(DIVIDERS):
+            slot = Signal(range(SLOTS), init=j, name=f"d{j}_slot")
+            busy = Signal(name=f"d{j}_busy")
+            cnt = Signal(range(self.div_steps), name=f"d{j}_cnt")
+            dsum = Signal(sum_bits, name=f"d{j}_sum")
+            drem = Signal(sum_bits, name=f"d{j}_rem")    # partial remainder < sum
+            dquo = Signal(pq, name=f"d{j}_quo")
+            # 2^K = 2^(K - pq) * 2^pq: the remainder starts at 2^(K - pq) < 2^15 <= sum
+            # and shifts in pq zero dividend bits, so the quotient fits in pq bits.
+            rem, quo = drem, dquo
+            for _ in range(self.div_bits):
+                rem2 = Cat(C(0, 1), rem)                 # 2 * rem (< 2 * sum)
+                diff = rem2 - dsum                       # one carry chain: its sign is ">="
+                ge = ~diff[sum_bits + 1]
+                rem = Mux(ge, diff, rem2)[:sum_bits]
+                quo = Cat(ge, quo)[:pq]
+            load = ~busy & sum_ok.bit_select(slot, 1)
+            done = busy & (cnt == self.div_steps - 1)
+            with m.If(load):
+                m.d.sync += [busy.eq(1), cnt.eq(0),
+                             dsum.eq(Cat(*sum_reg).word_select(slot, sum_bits)),
+                             drem.eq(1 << (K - pq)), dquo.eq(0)]
+            with m.If(busy):
+                m.d.sync += [drem.eq(rem), dquo.eq(quo), cnt.eq(cnt + 1)]
+            with m.If(done):
+                m.d.sync += [busy.eq(0), slot.eq(slot + DIVIDERS)]
+                for s_ in range(SLOTS):
+                    with m.If(slot == s_):
+                        m.d.sync += rec_reg[s_].eq(quo[:qbits])
+            d_load.append(load)
+            d_done.append(done)
+            d_slot.append(slot)
 
         # ---- output: p = min(round_shift(e * recip, K - prob_bits), 2^prob_bits - 1) -------------
         # The whole output pipeline advances when its last register is empty or taken.
@@ -275,8 +287,9 @@ class Softmax(wiring.Component):
         for s_ in range(SLOTS):
             m.d.sync += [
                 sum_ok[s_].eq((sum_ok[s_] | (e_push & (e3["slot"] == s_))) &
-                              ~(d_load & (d_slot == s_))),
-                rec_ok[s_].eq((rec_ok[s_] | (d_done & (d_slot == s_))) &
+                              ~(d_load[s_ % DIVIDERS] & (d_slot[s_ % DIVIDERS] == s_))),
+                rec_ok[s_].eq((rec_ok[s_] | (d_done[s_ % DIVIDERS] &
+                                             (d_slot[s_ % DIVIDERS] == s_))) &
                               ~(o_last & (o_slot == s_))),
             ]
 

@@ -159,9 +159,9 @@ class BASequencer(wiring.Component):
 class BAPipeline(wiring.Component):
     """Samples and aggregates the kept points of a pass (see the module docstring).
 
-    Stage prefixes: ``c0`` ... ``c8`` the operation (``ba_c<s>``), ``ba_prob<l>_c<s>``
-    its probabilities, ``t_c7`` / ``t_c8`` the bilinear weights, ``mpar`` the mask-bank
-    parities at c7, ``ba_tag<s>`` the tag line behind the PE array, ``fin_`` the FWP finish.
+    Stage prefixes: ``c0`` ... ``c8`` the operation (``ba_c<s>``; "c8" names the operand
+    stage, ``C8`` = 9 with the 3-cycle buffer read), ``ba_prob<l>_c<s>`` its
+    probabilities, ``t_c<s>`` the bilinear weights, ``mpar`` the mask-bank parities at c7, ``ba_tag<s>`` the tag line behind the PE array, ``fin_`` the FWP finish.
 
     Parameters
     ----------
@@ -349,8 +349,8 @@ class BAPipeline(wiring.Component):
                     m.d.comb += [r.y.eq(yy), r.x.eq(xx), r.inb.eq(en)]
                     if "slice" in geo.request_layout.members:
                         m.d.comb += r.slice.eq(c6.s)
-        # incoming-mask bits, read alongside (bank per 2x2 parity, like the buffer)
-        mbits_c8 = Signal(4 * L)
+        # incoming-mask bits, read alongside (bank per 2x2 parity, like the buffer); their
+        # one-cycle read, then registers up to c8 with the buffer's response
         mb_c7 = []
         for l in range(L):
             yys = [fb_req[l][k][0] for k in range(4)]
@@ -363,16 +363,22 @@ class BAPipeline(wiring.Component):
                 bit = Array(getattr(self.mask_rd, f"b{4 * l + j}").data
                             for j in range(4))[par_c7]
                 mb_c7.append(bit)
-        m.d.sync += mbits_c8.eq(Cat(*mb_c7))
+        mbits_c8 = Cat(*mb_c7)
+        for s_ in range(C6 + 2, C8 + 1):
+            r = Signal(4 * L, name=f"mbits_c{s_}")
+            m.d.sync += r.eq(mbits_c8)
+            mbits_c8 = r
 
         # ---- c8: bilinear operands into the PE array --------------------------------------
         ba = self.ba
         F = cfg.coord_frac_bits
         for l in range(L):
             a = sas[l].out_addr
-            t7 = Signal(3 * F, name=f"t_c7_{l}")
-            t8 = Signal(3 * F, name=f"t_c8_{l}")
-            m.d.sync += [t7.eq(Cat(a.t0, a.t1, a.t01)), t8.eq(t7)]
+            t8 = Cat(a.t0, a.t1, a.t01)                 # c6 -> c8, beside the buffer read
+            for s_ in range(C6 + 1, C8 + 1):
+                r = Signal(3 * F, name=f"t_c{s_}_{l}")
+                m.d.sync += r.eq(t8)
+                t8 = r
             m.d.comb += [ba.pt[l].t0.eq(t8[:F]), ba.pt[l].t1.eq(t8[F:2 * F]),
                          ba.pt[l].t01.eq(t8[2 * F:]),
                          ba.pt[l].prob.eq(prob_at(l, C8)), ba.pt[l].keep.eq(c[C8].keep[l])]
