@@ -42,9 +42,9 @@ class Softmax(wiring.Component):
     dividers' ``1 + div_steps`` cycles per head do not exceed ``DIVIDERS * n_lp`` (the
     default ``div_bits_per_cycle`` guarantees it; tiny: 8, defa: 16 cycles).
     Latency from a head's last logit accepted to its first probability valid:
-    ``n_lp + div_steps + 7`` cycles (``LATENCY_FIRST``) when the output is not
+    ``n_lp + div_steps + 8`` cycles (``LATENCY_FIRST``) when the output is not
     busy; see ``docs/units.md``.  Registers are named by phase and stage:
-    ``l_`` (load), ``e1_..e3_`` (exp), ``d<j>_`` (divider j), ``o1_``, ``o2_`` (output).
+    ``l_`` (load), ``e1_``, ``e2_``, ``e2b_``, ``e3_`` (exp), ``d<j>_`` (divider j), ``o1_``, ``o2_`` (output).
 
     Parameters
     ----------
@@ -88,9 +88,9 @@ class Softmax(wiring.Component):
     def latency_first(cls, cfg, *, div_bits_per_cycle=None):
         """``LATENCY_FIRST`` for ``cfg``, without building the block (for cycle models).
 
-        Last logit taken -> its head's first probability valid: n_lp exp reads, 3 exp
+        Last logit taken -> its head's first probability valid: n_lp exp reads, 4 exp
         stages and the sum flag, divider load and steps, 3 output stages."""
-        return cfg.n_lp + 3 + 1 + cls._division(cfg, div_bits_per_cycle)[3] + 3
+        return cfg.n_lp + 4 + 1 + cls._division(cfg, div_bits_per_cycle)[3] + 3
 
     def __init__(self, cfg, *, div_bits_per_cycle=None):
         self.cfg = cfg
@@ -202,12 +202,18 @@ class Softmax(wiring.Component):
         d = (e1_max - lrd.data).as_unsigned()[:cfg.data_bits + 1]
         m.d.sync += [e2[k].eq(e1[k]) for k in e1]
         m.d.sync += e2_prod.eq(d * LOG2E_CODE)
+        # e2b: the variable shift on its own stage (with the rounding after it, it was
+        # ECP5's critical path).
+        e2b = tags("e2b")
+        e2b_shr = Signal(len(e2_prod))
+        m.d.sync += [e2b[k].eq(e2[k]) for k in e2]
+        m.d.sync += e2b_shr.eq(e2_prod >> e2["sm1"])
         # e3: u rounded half up; ROM address u mod 2^E, shift min(u >> E, 16).
         e3 = tags("e3")
         e3_sh = Signal(range(EXP_ONE_BITS + 2))
-        u = ((e2_prod >> e2["sm1"]) + 1) >> 1
+        u = (e2b_shr + 1) >> 1
         m.d.comb += rom_rd.addr.eq(u[:E])
-        m.d.sync += [e3[k].eq(e2[k]) for k in e2]
+        m.d.sync += [e3[k].eq(e2b[k]) for k in e2b]
         m.d.sync += e3_sh.eq(Mux((u >> E) > EXP_ONE_BITS + 1, EXP_ONE_BITS + 1, u >> E))
         # e3 -> buffer and sum.
         e_val = rom_rd.data >> e3_sh
