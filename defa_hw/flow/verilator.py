@@ -45,7 +45,7 @@ HARNESS_CPP = Path(__file__).resolve().parent / "harness" / "defa_core_tb.cpp"
 HEADER = "defa_core_tb_cfg.h"
 BINARY = "defa_core_tb"
 #: C++ optimisation of the verilated model (OPT_FAST) and of the testbench / runtime.
-OPT_FAST = "-O1"
+OPT_FAST = "-O2"
 OPT_SLOW = "-O1"
 #: make overrides: the wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty (see
 #: verif/lib/runner.py), which breaks models split into several C++ files.
