@@ -26,10 +26,10 @@ BUILD_ROOT = REPO_ROOT / "build" / "verif" / "harness"
 SHAPES = ((4, 5), (2, 3), (2, 2), (1, 2))
 
 
-def _block(cfg, seed, n_queries, mask_frac=0.3):
+def _block(cfg, seed, n_queries, mask_frac=0.3, shapes=SHAPES):
     sys.path.insert(0, str(REPO_ROOT / "verif"))
     from test_core import make_block
-    return make_block(cfg, seed, shapes=SHAPES, n_queries=n_queries, mask_frac=mask_frac)
+    return make_block(cfg, seed, shapes=shapes, n_queries=n_queries, mask_frac=mask_frac)
 
 
 def test_packers_match_hostpacker():
@@ -188,3 +188,8 @@ def test_fmap_requests_served_in_order():
             f"p_stall {p_stall}: fmap beats differ from the requested rows"
         assert mask.tolist() == [True]
         assert s["fmap_requests"] == len(REQUESTS) and s["fmap_beats"] == total
+    # The same requests on a level 0 of 3 rows: request 2 (row 3) is outside it.
+    short = _block(cfg, 5, 4, shapes=((3, 5),) + SHAPES[1:])
+    with pytest.raises(SimulationFailed, match=r"fmap_req 2 asks level 0 rows 3\.\.3, outside"):
+        run_harness(binary, cfg, short, n_out=total, n_mask=1, max_cycles=20_000,
+                    progress=False)

@@ -38,8 +38,9 @@ import numpy as np
 from defa_hw.rtl.core import DEFAULT_MAX_QUERIES
 
 __all__ = ["HARNESS_CPP", "build_harness", "run_block_verilator", "free_run_verilator",
-           "run_harness", "default_build_dir", "harness_header", "fmap_req_layout_of", "pack_words", "fmap_words", "query_words",
-           "decode_results", "verilator_bin"]
+           "run_harness", "default_build_dir", "harness_header", "fmap_req_layout_of",
+           "pack_words", "ints_to_words", "fmap_words", "query_words", "decode_results",
+           "verilator_bin"]
 
 HARNESS_CPP = Path(__file__).resolve().parent / "harness" / "defa_core_tb.cpp"
 HEADER = "defa_core_tb_cfg.h"
