@@ -9,7 +9,7 @@ OUT     ?= out
 JOBS    ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all venv icarus asic-tools asic test test-verilator slow formal bench sweep clean
+.PHONY: all venv icarus asic-tools asic test test-verilator slow formal bench bench-layer fpga sweep clean
 
 # The main job: defa Verilog, defa generic area report, tiny ECP5 place and route, the
 # defa blocks on OSU 0.18 um cells (+ 40 nm estimate) and the energy per encoder layer;
@@ -74,6 +74,16 @@ sweep: $(STAMP)
 bench: $(STAMP) icarus
 	$(BIN)/python verif/bench_pe_array.py
 	$(BIN)/python verif/bench_core.py
+
+# The whole 800x1333 encoder layer through defa_core on the Verilator C++ harness, in the
+# locality and the given query order, pruning on and off, each run checked bit for bit
+# (out/bench-layer/bench-layer.{md,json}).
+bench-layer: $(STAMP)
+	$(BIN)/python verif/bench_layer.py --out $(OUT)/bench-layer
+
+# The tiny defa_core placed and routed on an ECP5 (LFE5U-85F), with its utilisation and Fmax.
+fpga: $(STAMP)
+	$(BIN)/defa-hw synth --preset tiny --target ecp5 --blocks defa_core --fpga-top --jobs 1 --timeout 1500 --out $(OUT)/synth/tiny-fpga
 
 slow: $(STAMP) icarus
 	$(BIN)/python -m pytest -n $(JOBS) -m slow -q

@@ -16,6 +16,8 @@ ECP5_DEVICES = (
 )
 ECP5_PACKAGE = "CABGA381"   # offered for all three sizes
 NEXTPNR_SEED = 1
+#: Largest share of a part's LUTs a design may need before the next larger part is used.
+LUT_FILL = 0.75
 
 _ECP5_SCRIPT = """\
 # defa-hw synth, ecp5 target (block inside its register wrapper)
@@ -51,8 +53,11 @@ def _pick_devices(cells):
     need = {"TRELLIS_COMB": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
             + 4 * cells.get("TRELLIS_DPR16X4", 0),
             "MULT18X18D": cells.get("MULT18X18D", 0), "DP16KD": cells.get("DP16KD", 0)}
+    # LUTs at most 75% of the part: Yosys's count grows in packing (the tiny defa_core's
+    # 80% of an LFE5U-45F became 93%), and a part that full does not route in 30 min.
     fits = [d for d in ECP5_DEVICES
-            if all(need[k] <= (0.9 if k == "TRELLIS_COMB" else 1.0) * d[2][k] for k in need)]
+            if all(need[k] <= (LUT_FILL if k == "TRELLIS_COMB" else 1.0) * d[2][k]
+                   for k in need)]
     return fits or [ECP5_DEVICES[-1]]
 
 

@@ -261,10 +261,12 @@ DEFA_SMALL = ["core_prune", "core_no_prune", "core_stalls", "core_reset_in_phase
               "core_back_to_back"]
 
 
-@pytest.mark.heavy(minutes=4)
+@pytest.mark.slow
 def test_core_defa_small():
     """defa (16x16 array, 8 heads, 4x4 points) on a 2x2 / 1x2 / 1x1 / 1x1 map, 2 queries:
-    pruning on / off, random stalls, a reset in BA, back to back (one build)."""
+    pruning on / off, random stalls, a reset in BA, back to back (one build).  Slow: the
+    default regression runs defa on Verilator instead (two passes on a map taller than
+    the windows, tests/test_verilator_harness.py)."""
     assert set(DEFA_SMALL) <= set(ALL)
     _run(preset("defa"), DEFA_SMALL)
 

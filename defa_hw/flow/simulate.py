@@ -117,10 +117,12 @@ GOLDEN_COUNTERS = ("points_total", "points_pruned", "points_clamped", "pixels_ma
                    "pixels_pruned_next")
 
 
-def compare_with_golden(cfg, qb, res, *, prune=True):
-    """Golden result and a list of mismatch descriptions (empty when bit-exact)."""
+def compare_with_golden(cfg, qb, res, *, prune=True, gold=None):
+    """Golden result and a list of mismatch descriptions (empty when bit-exact).
+    ``gold``: :func:`golden.model.defa_block` of ``qb``, when already computed."""
     from golden.model import defa_block
-    gold = defa_block(cfg, qb, prune=prune)
+    if gold is None:
+        gold = defa_block(cfg, qb, prune=prune)
     problems = []
     diff = np.asarray(res["output_int"]) != gold["output_int"]
     if diff.any():
@@ -219,6 +221,9 @@ def simulate_block(cfg, qb, *, prune=True, sim="icarus", build_root=None,
         max_cycles = cycle_limit(cfg, qb, defa_block(cfg, qb, prune=prune), prune=prune,
                                  max_queries=max_queries)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if sim == "verilator":
+        return _simulate_verilator(cfg, qb, prune=prune, build_root=build_root,
+                                   max_queries=max_queries, max_cycles=max_cycles, log=log)
     # Absolute: the simulator runs in the build folder and reads the paths below.
     build_dir = build_dir_for(cfg, sim, build_root, max_queries).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -252,6 +257,26 @@ def simulate_block(cfg, qb, *, prune=True, sim="icarus", build_root=None,
         for f in (inp, outp, errp):
             f.unlink(missing_ok=True)
     res["sim_seconds"] = run.seconds
+    return res
+
+
+def _simulate_verilator(cfg, qb, *, prune, build_root, max_queries, max_cycles, log):
+    """``simulate_block`` on Verilator: the C++ harness (:mod:`defa_hw.flow.verilator`),
+    no Python per cycle."""
+    import time
+    from defa_hw.flow.verilator import build_harness, run_block_verilator
+    build_dir = build_dir_for(cfg, "verilator", build_root, max_queries).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log(f"simulate: building defa_core for {cfg.name} with verilator (C++ harness) in "
+        f"{build_dir}")
+    t0 = time.monotonic()
+    build_harness(cfg, build_dir, max_queries=max_queries, log_file=build_dir / "build.log")
+    build_s = time.monotonic() - t0
+    log(f"simulate: built in {build_s:.0f} s; running {qb.query.shape[0]} queries, "
+        f"{qb.input.shape[0]} pixels, at most {max_cycles} cycles")
+    res = run_block_verilator(cfg, qb, prune=prune, max_queries=max_queries,
+                              max_cycles=max_cycles, build_dir=build_dir, progress=True)
+    res["build_seconds"] = build_s
     return res
 
 
@@ -322,7 +347,12 @@ def main(cfg, args):
                                                   "rows_refetched")},
                "traffic": stream_traffic(cfg, res, int(qb.query.shape[0])),
                **summary_fields(inputs, dequantize(out_int, qb.qp.output), gold),
-               "wall_s": round(wall, 1), "out": str(out)}
+               "wall_s": round(wall, 1),
+               **({"build_s": round(res["build_seconds"], 1)} if "build_seconds" in res else {}),
+               **({"sim_s": round(res["sim_seconds"], 1),
+                   "sim_cycles_per_s": round(int(res["cycles"]) / max(res["sim_seconds"], 1e-9))}
+                  if "sim_seconds" in res else {}),
+               "out": str(out)}
     print(json.dumps(summary))
     if problems:
         for msg in problems:

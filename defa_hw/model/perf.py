@@ -31,6 +31,7 @@ from defa_hw.rtl.core.offset_gather import OffsetGather
 from defa_hw.rtl.core.results import ResultMerger
 from defa_hw.rtl.core.value_ingest import ValueIngest
 from defa_hw.rtl.core.value_window import ValueWindow
+from defa_hw.model.traffic import external_traffic
 from defa_hw.rtl.fmap_mask import FmapMaskGenerator
 from defa_hw.rtl.softmax import Softmax
 
@@ -222,7 +223,10 @@ def model(cfg, keep, fmap_mask, shapes, ref, *, max_queries=DEFAULT_MAX_QUERIES,
                               "window_misses": len(schedule.misses),
                               "rows_loaded": schedule.rows_loaded,
                               "rows_refetched": schedule.rows_refetched,
-                              "pixels_projected": unmasked})
+                              "pixels_projected": unmasked,
+                              "traffic": external_traffic(
+                                  cfg, shapes, Lq, window_loads=schedule.loads,
+                                  fmap_rows_loaded=schedule.rows_per_level(g.L))})
 
 
 def operation_counts(cfg, keep, fmap_mask, *, max_queries=DEFAULT_MAX_QUERIES):
@@ -366,6 +370,8 @@ def encoder_projection(cfg=None, *, max_queries=DEFAULT_MAX_QUERIES, seed=0,
             "ratio_to_ideal": tot / pred.ideal["total"],
             "window_loads": schedule.loads, "rows_loaded": schedule.rows_loaded,
             "rows_refetched": schedule.rows_refetched,
+            "traffic_bits": pred.detail["traffic"]["total_bits"],
+            "bandwidth_gb_s": pred.detail["traffic"]["total_bits"] / 8 / (tot / clock_hz) / 1e9,
         }
     return {"shapes": shapes, "queries": Lq, "pixels": S, "clock_hz": clock_hz,
             "max_queries": max_queries, "order": order, "cases": out}
@@ -379,13 +385,14 @@ def format_projection(proj):
              f"{first['window_loads']} window loads, {first['rows_loaded']} rows loaded "
              f"({first['rows_refetched']} again)", "",
              "| case | points pruned | pixels pruned | cycles (M) | ideal (M) | ratio | "
-             "latency (ms) | layers/s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "latency (ms) | layers/s | traffic (Mbit) | GB/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, c in proj["cases"].items():
         lines.append(f"| {name} | {100 * c['points_pruned']:.1f}% | "
                      f"{100 * c['pixels_pruned']:.1f}% | {c['cycles']['total'] / 1e6:.2f} | "
                      f"{c['ideal']['total'] / 1e6:.2f} | {c['ratio_to_ideal']:.3f} | "
-                     f"{c['latency_ms']:.2f} | {c['layers_per_s']:.1f} |")
+                     f"{c['latency_ms']:.2f} | {c['layers_per_s']:.1f} | "
+                     f"{c['traffic_bits'] / 1e6:.1f} | {c['bandwidth_gb_s']:.2f} |")
     lines += ["", "| case | " + " | ".join(PHASE_NAMES) + " |",
               "| --- |" + " --- |" * len(PHASE_NAMES)]
     for name, c in proj["cases"].items():

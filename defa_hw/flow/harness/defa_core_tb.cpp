@@ -1,8 +1,8 @@
 // Verilator testbench of defa_core: one block, no Python per cycle.
 //
 // Built and driven by defa_hw/flow/verilator.py, which writes defa_core_tb_cfg.h
-// (stream widths, result fields, register addresses, counters, phase names,
-// TB_HAS_FMAP_REQ) and the stimulus files in --dir, all little-endian uint32:
+// (stream widths, the fmap_req fields, result fields, register addresses, counters,
+// phase names) and the stimulus files in --dir, all little-endian uint32:
 //   csr.u32      (address, value) pairs written before the weights
 //   weights.u32  weight beats, TB_WEIGHTS_WORDS words each
 //   queries.u32  query beats, TB_QUERIES_WORDS words each
@@ -179,9 +179,7 @@ class Bench {
         top_->PORT(queries, valid) = 0;
         top_->PORT(fmap, valid) = 0;
         top_->PORT(results, ready) = 0;
-#if TB_HAS_FMAP_REQ
         top_->PORT(fmap_req, ready) = 0;
-#endif
         top_->csr_we = 0;
     }
     void reset();
@@ -206,26 +204,17 @@ class Bench {
     }
     // fmap source: the next pixel to show, or false when none is due.
     bool fmap_next(size_t* pix) const {
-#if TB_HAS_FMAP_REQ
         if (reqs_.empty()) return false;
         *pix = reqs_.front().start + fmap_off_;
         return true;
-#else
-        if (fmap_sent_ >= fmap_.n) return false;
-        *pix = fmap_sent_;
-        return true;
-#endif
     }
     void fmap_taken() {
         ++fmap_sent_;
-#if TB_HAS_FMAP_REQ
         if (++fmap_off_ == reqs_.front().count) {
             reqs_.pop_front();
             fmap_off_ = 0;
         }
-#endif
     }
-#if TB_HAS_FMAP_REQ
     void on_request(const uint32_t* w) {
         uint32_t level = field(w, TB_REQ_LEVEL_OFF, TB_REQ_LEVEL_W);
         uint32_t row = field(w, TB_REQ_ROW_OFF, TB_REQ_ROW_W);
@@ -239,7 +228,6 @@ class Bench {
                                         size_t(rows) * w_[level]});
         requested_ += size_t(rows) * w_[level];
     }
-#endif
     void write_summary(const char* extra);
 
     Args a_;
@@ -251,12 +239,10 @@ class Bench {
     size_t level_base_[TB_N_LEVELS];
     uint64_t cycles_ = 0;
     size_t fmap_sent_ = 0;
-#if TB_HAS_FMAP_REQ
     std::deque<Range> reqs_;
     size_t fmap_off_ = 0;
     uint64_t n_reqs_ = 0;
     size_t requested_ = 0;
-#endif
 };
 
 void Bench::reset() {
@@ -348,14 +334,9 @@ int Bench::run() {
         if (block >= a_.max_cycles) {
             uint32_t ph = top_->csr_rdata & TB_PHASE_MASK;
             char inputs[256];
-#if TB_HAS_FMAP_REQ
             snprintf(inputs, sizeof inputs, "queries %zu/%zu, fmap %zu beats of %" PRIu64
                      " requests, %zu requested beats pending", q_sent, queries_.n, fmap_sent_,
                      n_reqs_, requested_ - fmap_sent_);
-#else
-            snprintf(inputs, sizeof inputs, "queries %zu/%zu, fmap %zu/%zu", q_sent,
-                     queries_.n, fmap_sent_, fmap_.n);
-#endif
             fail(3, "the core is stuck in phase %s: the block did not finish in %" PRIu64
                  " cycles (%" PRIu64 "/%" PRIu64 " output beats, %" PRIu64 "/%" PRIu64
                  " mask bits, inputs %s)", phase_name(ph), a_.max_cycles, n_out, a_.n_out,
@@ -378,10 +359,8 @@ int Bench::run() {
         top_->PORT(fmap, valid) = fv;
         const bool rr = !stall();
         top_->PORT(results, ready) = rr;
-#if TB_HAS_FMAP_REQ
         const bool qr = !stall();
         top_->PORT(fmap_req, ready) = qr;
-#endif
         top_->clk = 0;
         top_->eval();
         // sample
@@ -406,13 +385,11 @@ int Bench::run() {
                 last_mask |= last;
             }
         }
-#if TB_HAS_FMAP_REQ
         if (qr && top_->PORT(fmap_req, valid)) {
             uint32_t w[TB_FMAP_REQ_WORDS + 1];
             get_port(top_->PORT(fmap_req, payload), w, TB_FMAP_REQ_WORDS);
             on_request(w);
         }
-#endif
         top_->clk = 1;
         top_->eval();
         ++cycles_;
@@ -438,13 +415,8 @@ int Bench::run() {
                                   a_.n_mask);
     if (q_sent != queries_.n) fail(4, "the core finished without consuming every query beat "
                                    "(%zu/%zu)", q_sent, queries_.n);
-#if TB_HAS_FMAP_REQ
     if (!reqs_.empty()) fail(4, "the core finished with %zu requested fmap beats not taken",
                              requested_ - fmap_sent_);
-#else
-    if (fmap_sent_ != fmap_.n) fail(4, "the core finished without consuming every fmap beat "
-                                    "(%zu/%zu)", fmap_sent_, fmap_.n);
-#endif
 
     FILE* f = fopen((g_dir + "/results.u32").c_str(), "wb");
     if (!f) fail(2, "cannot write %s/results.u32", g_dir.c_str());
@@ -466,10 +438,8 @@ int Bench::run() {
              "block_seconds %.6f\nblock_cycles_per_s %.3f\nfmap_beats %zu\n",
              block, phase, cycles_, secs, block / (secs > 0 ? secs : 1e-9), fmap_sent_);
     s += line;
-#if TB_HAS_FMAP_REQ
     snprintf(line, sizeof line, "fmap_requests %" PRIu64 "\n", n_reqs_);
     s += line;
-#endif
     write_summary(s.c_str());
     if (!a_.quiet)
         fprintf(stderr, "harness: block done in %" PRIu64 " cycles, %.2f s, %.0f cycles/s\n",
@@ -485,9 +455,7 @@ int Bench::free_run() {
     top_->PORT(queries, valid) = queries_.n > 0;
     top_->PORT(fmap, valid) = fmap_.n > 0;
     top_->PORT(results, ready) = 1;
-#if TB_HAS_FMAP_REQ
     top_->PORT(fmap_req, ready) = 1;
-#endif
     const auto t0 = Clock::now();
     for (uint64_t c = 0; c < a_.free_run; ++c) {
         top_->clk = 0;

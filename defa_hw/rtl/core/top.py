@@ -69,7 +69,7 @@ class DefaCore(wiring.Component):
     max_queries : int, keyword-only
         Queries per pass (default 64): sizes the query, probability, keep-mask,
         offset and aggregated-sample memories.  Blocks with more queries run in
-        several passes; the value projection is done once per block.
+        several passes; the value windows keep their rows across the passes.
 
     Attributes
     ----------
