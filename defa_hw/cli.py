@@ -207,6 +207,56 @@ def _cmd_energy(args):
     return 0
 
 
+#: Named spatial shapes of ``defa-hw perf --shapes``.  Deformable DETR, DN-DETR and DINO
+#: share the 800x1333 four-scale encoder (strides 8, 16, 32, 64).
+NAMED_SHAPES = {"encoder-800x1333": ((100, 167), (50, 84), (25, 42), (13, 21))}
+
+
+def _cmd_perf(args):
+    # Projected latency of one encoder layer (defa_hw/model/perf.py).
+    from defa_hw.model.perf import layer_projection
+    cfg = _config(args)
+    if args.shapes in NAMED_SHAPES:
+        shapes = NAMED_SHAPES[args.shapes]
+    else:
+        shapes = _parse_shapes(args.shapes, cfg)
+    if len(shapes) != cfg.n_levels:
+        raise UsageError(f"--shapes {args.shapes!r} is invalid: {cfg.name} has {cfg.n_levels} "
+                         f"levels, the shapes give {len(shapes)}")
+    for l, ((h, w), (hm, wm)) in enumerate(zip(shapes, cfg.max_shapes)):
+        if not (1 <= h <= hm and 1 <= w <= wm):
+            raise UsageError(f"--shapes: level {l} is {h}x{w}; allowed 1x1 .. {hm}x{wm} "
+                             f"(config max_shapes)")
+    if args.clock_mhz <= 0:
+        raise UsageError(f"--clock-mhz {args.clock_mhz} is invalid: allowed > 0")
+    r = layer_projection(cfg, pruning=args.pruning, shapes=shapes, order=args.order,
+                         clock_hz=args.clock_mhz * 1e6)
+    out = {"config": cfg.name, "pruning": r["pruning"], "case": r["case"],
+           "order": r["order"], "shapes": r["shapes"], "queries": r["queries"],
+           "clock_mhz": args.clock_mhz, "latency_ms": round(r["latency_ms"], 4),
+           "cycles": int(r["cycles"]["total"]), "ideal_cycles": round(r["ideal"]["total"]),
+           "cycles_per_phase": {k: int(v) for k, v in r["cycles"].items() if k != "total"},
+           "ideal_cycles_per_phase": {k: round(v) for k, v in r["ideal"].items()
+                                      if k != "total"},
+           "points_pruned": round(r["points_pruned"], 4),
+           "pixels_pruned": round(r["pixels_pruned"], 4),
+           "window_loads": r["window_loads"], "rows_loaded": r["rows_loaded"],
+           "rows_refetched": r["rows_refetched"], "traffic_bits": r["traffic_bits"],
+           "bandwidth_gb_s": round(r["bandwidth_gb_s"], 3)}
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{cfg.name}, {r['case']}, {r['order']} order, {r['queries']} queries at "
+          f"{args.clock_mhz:g} MHz: {out['latency_ms']:.2f} ms ({out['cycles']:,} cycles, "
+          f"ideal {out['ideal_cycles']:,}, ratio {r['ratio_to_ideal']:.3f})")
+    for k, v in out["cycles_per_phase"].items():
+        print(f"  {k:7s} {v:>12,} cycles (ideal {out['ideal_cycles_per_phase'][k]:,})")
+    print(f"  windows: {out['window_loads']} loads, {out['rows_loaded']} rows "
+          f"({out['rows_refetched']} again); traffic {out['traffic_bits'] / 1e6:.1f} Mbit, "
+          f"{out['bandwidth_gb_s']:.2f} GB/s")
+    return 0
+
+
 def _build_parser():
     p = _Parser(prog="defa-hw", description="DEFA MSDeformAttn accelerator: RTL generator, "
                 "bit-exact INT12 golden model and reports.")
@@ -331,6 +381,24 @@ def _build_parser():
                     "report.json of 'defa-hw synth --target asic' (default: the committed "
                     "baseline of the preset)")
     en.set_defaults(func=_cmd_energy)
+
+    pf = sub.add_parser("perf", help="projected latency of one encoder layer (performance "
+                        "model)", description="Cycles per phase, ideal cycles and latency of "
+                        "one encoder layer (every token a query) from the performance model, "
+                        "which equals the RTL on the full 800x1333 layer (make bench-layer).")
+    _add_config_args(pf)
+    pf.add_argument("--shapes", default="encoder-800x1333", metavar="NAME|HxW,...",
+                    help="spatial shapes per level, or a name: "
+                    + ", ".join(NAMED_SHAPES) + " (default; Deformable DETR, DN-DETR and "
+                    "DINO share it)")
+    pf.add_argument("--pruning", choices=("none", "defa", "golden"), default="defa",
+                    help="none; defa = DEFA's reported 84%% of points and 43%% of pixels "
+                    "(default); golden = the golden model's pruning on a random workload")
+    pf.add_argument("--order", choices=("locality", "given"), default="locality",
+                    help="query order (default locality: by reference row)")
+    pf.add_argument("--clock-mhz", type=float, default=400.0, help="clock (default 400)")
+    pf.add_argument("--json", action="store_true", help="one JSON line")
+    pf.set_defaults(func=_cmd_perf)
     return p
 
 

@@ -131,3 +131,30 @@ def test_config_command_prints_valid_json():
     assert r.returncode == 0
     d = json.loads(r.stdout)
     assert d["name"] == "tiny" and d["derived"]["ba_channels"] == preset("tiny").ba_channels
+
+
+def test_perf_prints_the_projected_layer():
+    """defa-hw perf --json: one line; the phases add up to the cycles, pruning shortens
+    the layer, the locality order loads each row once and the given order does not."""
+    outs = {}
+    for pruning, order in (("none", "locality"), ("defa", "locality"), ("defa", "given")):
+        r = run("perf", "--preset", "defa", "--pruning", pruning, "--order", order, "--json")
+        assert r.returncode == 0, r.stderr
+        assert len(r.stdout.strip().splitlines()) == 1
+        outs[pruning, order] = d = json.loads(r.stdout)
+        assert sum(d["cycles_per_phase"].values()) == d["cycles"]
+        assert d["latency_ms"] == pytest.approx(d["cycles"] / 400e3, rel=1e-3)
+        assert d["cycles"] >= d["ideal_cycles"] and d["queries"] == 22223
+    assert outs["defa", "locality"]["latency_ms"] < outs["none", "locality"]["latency_ms"]
+    assert outs["defa", "locality"]["rows_refetched"] == 0
+    assert outs["defa", "given"]["rows_refetched"] > 0
+    assert outs["defa", "given"]["cycles"] > outs["defa", "locality"]["cycles"]
+
+
+@pytest.mark.parametrize("args,field", [
+    (("--shapes", "100x167"), "--shapes"), (("--shapes", "120x167,50x84,25x42,13x21"), "level 0"),
+    (("--pruning", "most"), "--pruning"), (("--clock-mhz", "0"), "--clock-mhz")])
+def test_perf_rejects_bad_input(args, field):
+    r = run("perf", "--preset", "defa", *args)
+    assert r.returncode == 2 and field in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -155,21 +155,14 @@ def sram_bits(cfg, counts, traffic):
 def layer_counts(cfg, pruning, *, shapes=None, seed=0, order="locality"):
     """(operation counts, cycles, external traffic) of one encoder layer, its queries run
     in ``order`` (the value-window loads decide the fmap traffic)."""
-    from defa_hw.model.perf import (DEFA_PIXEL_PRUNE, DEFA_POINT_PRUNE, ENCODER_SHAPES,
-                                    encoder_schedule, model, operation_counts,
-                                    synthetic_keep)
+    from defa_hw.model.perf import (ENCODER_SHAPES, encoder_schedule, model,
+                                    operation_counts, pruning_masks)
     from defa_hw.model.traffic import external_traffic
     if pruning not in PRUNING_CHOICES:
         raise ValueError(f"pruning {pruning!r}; allowed: {', '.join(PRUNING_CHOICES)}")
     shapes = shapes or ENCODER_SHAPES
     S = int(sum(h * w for h, w in shapes))
-    if pruning == "none":
-        keep = np.ones((S, cfg.n_heads, cfg.n_lp), dtype=bool)
-        mask = np.zeros(S, dtype=bool)
-    else:
-        rng = np.random.default_rng(seed)
-        keep = synthetic_keep(cfg, S, DEFA_POINT_PRUNE, rng)
-        mask = rng.random(S) < DEFA_PIXEL_PRUNE
+    keep, mask, _ = pruning_masks(cfg, pruning, S, S, seed=seed)
     counts = operation_counts(cfg, keep, mask)
     ref, sched = encoder_schedule(cfg, shapes, order)
     cycles = model(cfg, keep, mask, shapes, ref, schedule=sched).cycles["total"]

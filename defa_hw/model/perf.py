@@ -35,7 +35,8 @@ from defa_hw.model.traffic import external_traffic
 from defa_hw.rtl.fmap_mask import FmapMaskGenerator
 from defa_hw.rtl.softmax import Softmax
 
-__all__ = ["Prediction", "model", "predict", "encoder_projection", "encoder_schedule", "PHASE_NAMES",
+__all__ = ["Prediction", "model", "predict", "encoder_projection", "encoder_schedule",
+           "layer_projection", "pruning_masks", "PRUNINGS", "PHASE_NAMES",
            "ENCODER_SHAPES", "CLOCK_HZ", "operation_counts"]
 
 #: The controller's busy phases in order (one ``Reg.CYC_*`` counter each).
@@ -329,51 +330,73 @@ def encoder_schedule(cfg, shapes=ENCODER_SHAPES, order="locality"):
     return ref, window_schedule(cfg, ref, shapes)
 
 
+#: Pruning cases of a projected layer (``defa-hw perf --pruning``).
+PRUNINGS = ("none", "defa", "golden")
+
+
+def pruning_masks(cfg, pruning, n_queries, n_pixels, *, seed=0):
+    """Keep mask ``(Lq, M, L*P)``, incoming fmap mask ``(S,)`` and a label for ``pruning``:
+    ``none``; ``defa``, DEFA's reported ratios (84% points, 43% pixels; synthetic i.i.d.
+    masks, :func:`synthetic_keep`); ``golden``, the keep patterns and pixel ratio of the
+    golden model on a random workload (bootstrapped per head, i.i.d. pixels)."""
+    if pruning not in PRUNINGS:
+        raise ValueError(f"pruning {pruning!r} is invalid: allowed {', '.join(PRUNINGS)}")
+    rng = np.random.default_rng(seed)
+    if pruning == "none":
+        return (np.ones((n_queries, cfg.n_heads, cfg.n_lp), dtype=bool),
+                np.zeros(n_pixels, dtype=bool), "no pruning")
+    if pruning == "defa":
+        return (synthetic_keep(cfg, n_queries, DEFA_POINT_PRUNE, rng),
+                rng.random(n_pixels) < DEFA_PIXEL_PRUNE,
+                f"DEFA reported ({100 * DEFA_POINT_PRUNE:.0f}% points, "
+                f"{100 * DEFA_PIXEL_PRUNE:.0f}% pixels)")
+    heads, pix = measured_statistics(cfg, seed=seed)
+    keep = heads[rng.integers(0, len(heads), size=n_queries * cfg.n_heads)].reshape(
+        n_queries, cfg.n_heads, cfg.n_lp)
+    return (keep, rng.random(n_pixels) < pix,
+            f"golden on random workload ({100 * (1.0 - heads.mean()):.0f}% points, "
+            f"{100 * pix:.1f}% pixels)")
+
+
+def layer_projection(cfg=None, *, pruning="defa", shapes=ENCODER_SHAPES, order="locality",
+                     max_queries=DEFAULT_MAX_QUERIES, seed=0, clock_hz=CLOCK_HZ,
+                     schedule=None):
+    """Projected cycles, latency and traffic of one encoder layer (every token a query at
+    its own pixel centre, :func:`encoder_schedule`) with ``pruning`` (:data:`PRUNINGS`)."""
+    cfg = cfg or preset("defa")
+    S = int(sum(h * w for h, w in shapes))
+    ref, sched = schedule or encoder_schedule(cfg, shapes, order)
+    keep, mask, label = pruning_masks(cfg, pruning, S, S, seed=seed)
+    pred = model(cfg, keep, mask, shapes, ref, max_queries=max_queries, schedule=sched)
+    tot = pred.cycles["total"]
+    return {
+        "pruning": pruning, "case": label, "order": order, "queries": S, "pixels": S,
+        "shapes": [list(s) for s in shapes], "clock_hz": clock_hz, "max_queries": max_queries,
+        "cycles": pred.cycles, "ideal": pred.ideal,
+        "points_pruned": float(1.0 - keep.mean()), "pixels_pruned": float(mask.mean()),
+        "latency_ms": 1e3 * tot / clock_hz, "layers_per_s": clock_hz / tot,
+        "queries_per_s": clock_hz * S / tot, "ratio_to_ideal": tot / pred.ideal["total"],
+        "window_loads": sched.loads, "rows_loaded": sched.rows_loaded,
+        "rows_refetched": sched.rows_refetched,
+        "traffic_bits": pred.detail["traffic"]["total_bits"],
+        "bandwidth_gb_s": pred.detail["traffic"]["total_bits"] / 8 / (tot / clock_hz) / 1e9,
+    }
+
+
 def encoder_projection(cfg=None, *, max_queries=DEFAULT_MAX_QUERIES, seed=0,
                        shapes=ENCODER_SHAPES, clock_hz=CLOCK_HZ, order="locality"):
-    """Projected cycles / latency / throughput of one encoder layer (every token a query,
-    at its own pixel centre: :func:`defa_hw.host.order.encoder_reference_codes`), with
-    the queries run in ``order`` (:data:`defa_hw.host.order.QUERY_ORDERS`).
-
-    Three cases: no pruning; DEFA's reported ratios (84% points, 43% pixels; synthetic
-    i.i.d. masks); the ratios measured with the golden model on a random workload
-    (bootstrapped keep patterns, i.i.d. pixel mask).
-    """
+    """:func:`layer_projection` of the three pruning cases (:data:`PRUNINGS`), the
+    queries run in ``order`` (:data:`defa_hw.host.order.QUERY_ORDERS`)."""
     cfg = cfg or preset("defa")
-    rng = np.random.default_rng(seed)
     S = int(sum(h * w for h, w in shapes))
-    Lq = S
-    ref, schedule = encoder_schedule(cfg, shapes, order)
-    heads, pix_measured = measured_statistics(cfg, seed=seed)
-    point_measured = 1.0 - heads.mean()
-    cases = {
-        "no pruning": (np.ones((Lq, cfg.n_heads, cfg.n_lp), dtype=bool),
-                       np.zeros(S, dtype=bool)),
-        "DEFA reported (84% points, 43% pixels)": (
-            synthetic_keep(cfg, Lq, DEFA_POINT_PRUNE, rng), rng.random(S) < DEFA_PIXEL_PRUNE),
-        (f"golden on random workload ({100 * point_measured:.0f}% points, "
-         f"{100 * pix_measured:.1f}% pixels)"): (
-            heads[rng.integers(0, len(heads), size=Lq * cfg.n_heads)].reshape(
-                Lq, cfg.n_heads, cfg.n_lp), rng.random(S) < pix_measured),
-    }
+    sched = encoder_schedule(cfg, shapes, order)
     out = {}
-    for name, (keep, mask) in cases.items():
-        pred = model(cfg, keep, mask, shapes, ref, max_queries=max_queries,
-                     schedule=schedule)
-        tot = pred.cycles["total"]
-        out[name] = {
-            "cycles": pred.cycles, "ideal": pred.ideal,
-            "points_pruned": 1.0 - keep.mean(), "pixels_pruned": float(mask.mean()),
-            "latency_ms": 1e3 * tot / clock_hz,
-            "layers_per_s": clock_hz / tot,
-            "queries_per_s": clock_hz * Lq / tot,
-            "ratio_to_ideal": tot / pred.ideal["total"],
-            "window_loads": schedule.loads, "rows_loaded": schedule.rows_loaded,
-            "rows_refetched": schedule.rows_refetched,
-            "traffic_bits": pred.detail["traffic"]["total_bits"],
-            "bandwidth_gb_s": pred.detail["traffic"]["total_bits"] / 8 / (tot / clock_hz) / 1e9,
-        }
-    return {"shapes": shapes, "queries": Lq, "pixels": S, "clock_hz": clock_hz,
+    for pruning in PRUNINGS:
+        c = layer_projection(cfg, pruning=pruning, shapes=shapes, order=order,
+                             max_queries=max_queries, seed=seed, clock_hz=clock_hz,
+                             schedule=sched)
+        out[c["case"]] = c
+    return {"shapes": shapes, "queries": S, "pixels": S, "clock_hz": clock_hz,
             "max_queries": max_queries, "order": order, "cases": out}
 
 
