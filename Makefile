@@ -81,9 +81,10 @@ bench: $(STAMP) icarus
 bench-layer: $(STAMP)
 	$(BIN)/python verif/bench_layer.py --out $(OUT)/bench-layer
 
-# The tiny defa_core placed and routed on an ECP5 (LFE5U-85F), with its utilisation and Fmax.
+# The tiny pe_array and defa_core placed and routed on ECP5 parts (the core on an
+# LFE5U-85F), utilisation and Fmax, checked against the baseline (about 20 min).
 fpga: $(STAMP)
-	$(BIN)/defa-hw synth --preset tiny --target ecp5 --blocks defa_core --fpga-top --jobs 1 --timeout 1500 --out $(OUT)/synth/tiny-fpga
+	$(BIN)/defa-hw synth --preset tiny --target ecp5 --blocks pe_array,defa_core --fpga-top --jobs 2 --timeout 1500 --check-baseline --out $(OUT)/synth/tiny-fpga
 
 slow: $(STAMP) icarus
 	$(BIN)/python -m pytest -n $(JOBS) -m slow -q
