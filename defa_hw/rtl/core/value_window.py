@@ -18,19 +18,17 @@ from defa_hw.rtl.sampling_address import shapes_layout
 __all__ = ["WindowState", "ValueWindow"]
 
 
-class WindowState(enum.Enum, shape=4):
-    """The check of query ``w_q``: read its reference, scale it by the level heights,
-    compute its rows, compare; then either resident (``OK``) or a miss, loaded in VALUE
-    (``LOAD``, then ``LOADED``)."""
+class WindowState(enum.Enum, shape=3):
+    """The check of query ``w_q``: read its reference, compute its rows, compare; then
+    either resident (``OK``) or a miss, loaded in VALUE (``LOAD``, then ``LOADED``)."""
     READ = 0
-    SCALE = 1
-    CALC = 2
-    CMP = 3
-    OK = 4
-    MISS = 5
-    LOAD = 6
-    LOADED = 7
-    DONE = 8
+    CALC = 1
+    CMP = 2
+    OK = 3
+    MISS = 4
+    LOAD = 5
+    LOADED = 6
+    DONE = 7
 
 
 class ValueWindow(wiring.Component):
@@ -82,7 +80,7 @@ class ValueWindow(wiring.Component):
         Cycles from a query's check start (``READ``) to ``ok`` / ``miss``.
     """
 
-    CHECK = 4
+    CHECK = 3
 
     def __init__(self, geom):
         self.geom = g = check_geometry(geom)
@@ -116,7 +114,7 @@ class ValueWindow(wiring.Component):
         m.d.comb += [self.ref_rd.addr.eq(self.half * MQ + w_q),
                      self.ref_rd.en.eq((state == WindowState.READ) & in_ba)]
 
-        # ---- SCALE, CALC: rows the query reaches, in row pairs ---------------------------
+        # ---- CALC: rows the query reaches, in row pairs ---------------------------------
         need_a = [Signal(pair, name=f"w_need_a{l}") for l in range(L)]
         need_b = [Signal(pair, name=f"w_need_b{l}") for l in range(L)]
         rb = cfg.ref_frac_bits
@@ -124,11 +122,7 @@ class ValueWindow(wiring.Component):
             H = self.shapes[l].h
             B = cfg.offset_bound[l]
             ref_y = self.ref_rd.data[(2 * l + 1) * rb:(2 * l + 2) * rb]
-            # SCALE: the product on its own stage (with the rest it was the tiny core's
-            # longest FPGA path).
-            prod = Signal(rb + h_bits, name=f"w_prod{l}")
-            with m.If(state == WindowState.SCALE):
-                m.d.sync += prod.eq(ref_y * H)
+            prod = ref_y * H
             if R - F > 0:
                 yc = (prod + (1 << (R - F - 1))) >> (R - F)
             else:
@@ -196,9 +190,7 @@ class ValueWindow(wiring.Component):
         with m.Switch(state):
             with m.Case(WindowState.READ):
                 with m.If(in_ba):
-                    m.d.sync += state.eq(WindowState.SCALE)
-            with m.Case(WindowState.SCALE):
-                m.d.sync += state.eq(WindowState.CALC)
+                    m.d.sync += state.eq(WindowState.CALC)
             with m.Case(WindowState.CALC):
                 m.d.sync += state.eq(WindowState.CMP)
             with m.Case(WindowState.CMP):
