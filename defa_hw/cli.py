@@ -212,23 +212,30 @@ def _cmd_energy(args):
 NAMED_SHAPES = {"encoder-800x1333": ((100, 167), (50, 84), (25, 42), (13, 21))}
 
 
-def _cmd_perf(args):
-    # Projected latency of one encoder layer (defa_hw/model/perf.py).
-    from defa_hw.model.perf import layer_projection
-    cfg = _config(args)
-    if args.shapes in NAMED_SHAPES:
-        shapes = NAMED_SHAPES[args.shapes]
-    else:
-        shapes = _parse_shapes(args.shapes, cfg)
+def _layer_shapes(text, cfg):
+    """Spatial shapes of ``--shapes`` (a NAMED_SHAPES name or HxW,...) within max_shapes."""
+    shapes = NAMED_SHAPES[text] if text in NAMED_SHAPES else _parse_shapes(text, cfg)
     if len(shapes) != cfg.n_levels:
-        raise UsageError(f"--shapes {args.shapes!r} is invalid: {cfg.name} has {cfg.n_levels} "
+        raise UsageError(f"--shapes {text!r} is invalid: {cfg.name} has {cfg.n_levels} "
                          f"levels, the shapes give {len(shapes)}")
     for l, ((h, w), (hm, wm)) in enumerate(zip(shapes, cfg.max_shapes)):
         if not (1 <= h <= hm and 1 <= w <= wm):
             raise UsageError(f"--shapes: level {l} is {h}x{w}; allowed 1x1 .. {hm}x{wm} "
                              f"(config max_shapes)")
-    if args.clock_mhz <= 0:
-        raise UsageError(f"--clock-mhz {args.clock_mhz} is invalid: allowed > 0")
+    return shapes
+
+
+def _check_clock(mhz):
+    if mhz <= 0:
+        raise UsageError(f"--clock-mhz {mhz} is invalid: allowed > 0")
+
+
+def _cmd_perf(args):
+    # Projected latency of one encoder layer (defa_hw/model/perf.py).
+    from defa_hw.model.perf import layer_projection
+    cfg = _config(args)
+    shapes = _layer_shapes(args.shapes, cfg)
+    _check_clock(args.clock_mhz)
     r = layer_projection(cfg, pruning=args.pruning, shapes=shapes, order=args.order,
                          clock_hz=args.clock_mhz * 1e6)
     out = {"config": cfg.name, "pruning": r["pruning"], "case": r["case"],
@@ -254,6 +261,33 @@ def _cmd_perf(args):
     print(f"  windows: {out['window_loads']} loads, {out['rows_loaded']} rows "
           f"({out['rows_refetched']} again); traffic {out['traffic_bits'] / 1e6:.1f} Mbit, "
           f"{out['bandwidth_gb_s']:.2f} GB/s")
+    return 0
+
+
+def _cmd_explore(args):
+    # Design-space sweep: performance model x synthesised area (defa_hw/explore/).
+    from defa_hw.explore import ExploreError, explore
+    cfg = _config(args)
+    shapes = _layer_shapes(args.shapes, cfg) if args.shapes else None
+    _check_clock(args.clock_mhz)
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers} is invalid: allowed an integer >= 1")
+    if args.target == "asic":
+        from synth import SynthInputError, asic_tools
+        try:
+            asic_tools()
+        except SynthInputError as e:
+            raise UsageError(str(e)) from None
+    try:
+        rep = explore(cfg, grid=args.points, pruning=args.pruning, shapes=shapes,
+                      clock_hz=args.clock_mhz * 1e6, target=args.target, out=args.out,
+                      scheduler=args.scheduler, workers=args.workers)
+    except ExploreError as e:
+        raise UsageError(str(e)) from None
+    from defa_hw.explore.report import pareto_table
+    print("\n".join(pareto_table(rep)))
+    print(f"{len(rep['points'])} points evaluated, {len(rep['skipped'])} skipped; wrote "
+          f"{args.out}/explore.json, explore.md, latency_area.png, energy_area.png")
     return 0
 
 
@@ -399,6 +433,32 @@ def _build_parser():
     pf.add_argument("--clock-mhz", type=float, default=400.0, help="clock (default 400)")
     pf.add_argument("--json", action="store_true", help="one JSON line")
     pf.set_defaults(func=_cmd_perf)
+
+    from defa_hw.explore.grid import GRIDS
+    ex = sub.add_parser("explore", help="design-space sweep: latency (performance model), "
+                        "area (synthesised leaf blocks + SRAM model), energy, SQNR; Pareto "
+                        "front", description="Sweeps PE array, max_queries, offset bound and "
+                        "banks around the base config as dask.distributed jobs; writes "
+                        "explore.json, explore.md and two plots. See docs/explore.md.")
+    _add_config_args(ex)
+    ex.add_argument("--points", choices=sorted(GRIDS), default="small",
+                    help="named sweep grid (default: small)")
+    ex.add_argument("--pruning", choices=("none", "defa", "golden"), default="defa",
+                    help="pruning of the performance model (default: defa); energy is n/a "
+                    "for golden")
+    ex.add_argument("--shapes", metavar="NAME|HxW,...", help="spatial shapes of the layer: "
+                    + ", ".join(NAMED_SHAPES) + " or HxW per level (default: the config's "
+                    "max_shapes)")
+    ex.add_argument("--clock-mhz", type=float, default=400.0, help="clock (default 400)")
+    ex.add_argument("--target", choices=("generic", "asic"), default="generic",
+                    help="synthesis flow of the leaf blocks (default: generic)")
+    ex.add_argument("--scheduler", metavar="ADDRESS", help="run on this dask scheduler "
+                    "(default: a LocalCluster of --workers processes)")
+    ex.add_argument("--workers", type=int, default=2, metavar="N",
+                    help="LocalCluster worker processes (default: 2)")
+    ex.add_argument("--out", default="out/explore", metavar="DIR",
+                    help="output folder (default: out/explore; synthesis cache in DIR/cache)")
+    ex.set_defaults(func=_cmd_explore)
     return p
 
 
