@@ -9,7 +9,7 @@ OUT     ?= out
 JOBS    ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all venv icarus asic-tools asic test test-verilator slow formal bench bench-layer fpga sweep clean
+.PHONY: all venv icarus asic-tools asic test test-verilator slow formal bench bench-layer fpga sweep explore clean
 
 # The main job: defa Verilog, defa generic area report, tiny ECP5 place and route, the
 # defa blocks on OSU 0.18 um cells (+ 40 nm estimate) and the energy per encoder layer;
@@ -70,6 +70,12 @@ formal: $(STAMP)
 # The defa area sweep (PE size, bank count): out/synth/defa-sweep/area_sweep.png.
 sweep: $(STAMP)
 	$(BIN)/defa-hw synth --preset defa --target generic --sweep --jobs $(JOBS) --out $(OUT)/synth/defa-sweep
+
+# The design-space sweep around defa, full grid (docs/explore.md): out/explore/explore.{json,md},
+# latency_area.png, energy_area.png; leaf synthesis cached in out/explore/cache.  Points under
+# the 30 dB accuracy target do not compete for the Pareto front.
+explore: $(STAMP)
+	$(BIN)/defa-hw explore --preset defa --points full --min-sqnr 30 --workers $(JOBS) --out $(OUT)/explore
 
 bench: $(STAMP) icarus
 	$(BIN)/python verif/bench_pe_array.py

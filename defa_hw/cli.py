@@ -281,7 +281,7 @@ def _cmd_explore(args):
     try:
         rep = explore(cfg, grid=args.points, pruning=args.pruning, shapes=shapes,
                       clock_hz=args.clock_mhz * 1e6, target=args.target, out=args.out,
-                      scheduler=args.scheduler, workers=args.workers)
+                      scheduler=args.scheduler, workers=args.workers, min_sqnr=args.min_sqnr)
     except ExploreError as e:
         raise UsageError(str(e)) from None
     from defa_hw.explore.report import pareto_table
@@ -456,6 +456,9 @@ def _build_parser():
                     "(default: a LocalCluster of --workers processes)")
     ex.add_argument("--workers", type=int, default=2, metavar="N",
                     help="LocalCluster worker processes (default: 2)")
+    ex.add_argument("--min-sqnr", type=float, metavar="DB", help="only points with at least "
+                    "this SQNR (the offset bound's accuracy cost) compete for the Pareto front "
+                    "(default: all)")
     ex.add_argument("--out", default="out/explore", metavar="DIR",
                     help="output folder (default: out/explore; synthesis cache in DIR/cache)")
     ex.set_defaults(func=_cmd_explore)

@@ -156,3 +156,26 @@ def test_unreachable_scheduler_is_one_line(capsys, tmp_path, monkeypatch):
                "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith("defa-hw explore: error: --scheduler")
+
+
+def _fake(cfg, latency, mm2, sqnr):
+    a = {"unit": "NAND2-eq", "logic": 1.0, "sram": 1.0, "sram_bits": 1, "total": 2.0,
+         "mm2": mm2, "parts": {}, "leaf_keys": {}}
+    return {"cfg": cfg, "max_queries": 64, "label": f"p{latency}", "values": {},
+            "presets": [], "result": {"latency_ms": latency, "cycles": 1,
+                                      "ratio_to_ideal": 1.0, "area": a, "energy_j": None,
+                                      "sqnr_db": sqnr, "sqnr_min_db": sqnr,
+                                      "points_clamped": 0.0}}
+
+
+def test_summary_marks_the_front_within_the_accuracy_target():
+    from defa_hw.explore.report import summarise
+    cfg = preset("defa")
+    pts = [_fake(cfg, 3.0, 10.0, 40.0), _fake(cfg, 3.0, 5.0, 7.0), _fake(cfg, 2.0, 20.0, 40.0),
+           {"label": "bad", "values": {}, "presets": [], "skipped": "config field 'x'"}]
+    assert summarise(pts, {})["pareto"] == [1, 2]
+    rep = summarise(pts, {}, min_sqnr=30)
+    assert rep["pareto"] == [0, 2] and rep["min_sqnr_db"] == 30
+    assert [x["pareto"] for x in rep["points"]] == [True, False, True]
+    assert rep["skipped"] == [{"id": 3, "label": "bad", "values": {}, "presets": [],
+                               "reason": "config field 'x'"}]

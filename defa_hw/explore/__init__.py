@@ -23,9 +23,9 @@ def _jsonable(v):
 
 def explore(base, *, grid="small", pruning="defa", shapes=None, clock_hz=400e6,
             target="generic", out="out/explore", cache_dir=None, scheduler=None, workers=2,
-            presets=None, progress=sys.stderr):
+            presets=None, min_sqnr=None, progress=sys.stderr):
     """Sweep ``grid`` around ``base``, write the outputs into ``out``; returns the report
-    dict (explore.json's content)."""
+    dict (explore.json's content).  ``min_sqnr``: see :func:`report.summarise`."""
     from defa_hw.config import PRESETS
     from defa_hw.explore.area import LEAVES, TARGETS, _sram_per_bit, validate
     from defa_hw.explore.report import summarise, write_outputs
@@ -69,6 +69,6 @@ def explore(base, *, grid="small", pruning="defa", shapes=None, clock_hz=400e6,
                                 "pruning off, 3 random workloads of 200 queries "
                                 "(golden.accuracy).", "by_offset_bound": by_bound},
     }
-    rep = summarise(points, meta)
+    rep = summarise(points, meta, min_sqnr=min_sqnr)
     write_outputs(rep, out)
     return rep

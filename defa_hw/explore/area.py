@@ -50,10 +50,14 @@ def _sram_per_bit(target):
 
 
 def leaf_rtlil(block, cfg_dict, target):
-    """(key, RTLIL text) of a registered block for a config (``DefaConfig.to_dict``)."""
+    """(key, RTLIL text) of a registered block for a config (``DefaConfig.to_dict``), or
+    (the error, None) when the block does not elaborate."""
     from defa_hw.rtl.blocks import build_block
     from synth.rtlil import canonical_key, to_rtlil
-    text = to_rtlil(build_block(block, DefaConfig.from_dict(cfg_dict)), name=block)
+    try:
+        text = to_rtlil(build_block(block, DefaConfig.from_dict(cfg_dict)), name=block)
+    except Exception as e:      # that point's area is n/a, with the reason; not the sweep's end
+        return f"elaboration failed: {type(e).__name__}: {str(e).splitlines()[0]}", None
     return canonical_key(target, text, block), text
 
 

@@ -59,12 +59,14 @@ AXES = (
          _field("n_banks")),
 )
 
-#: Named grids: values per axis (``BASE`` = the base config's value).
+#: Named grids: values per axis (``BASE`` = the base config's value).  Offset bounds 13,
+#: 5 and 1 are the largest with 32, 16 and 8 window rows (``cfg.buffer_rows``): a bound
+#: between them costs accuracy for no memory.
 GRIDS = {
     "small": {"pe": [BASE, (32, 32)], "max_queries": [DEFAULT_MAX_QUERIES],
               "offset_bound": [BASE, 4], "n_banks": [BASE]},
     "full": {"pe": [(16, 16), (16, 32), (32, 16), (32, 32), (32, 64), (64, 32), (64, 64)],
-             "max_queries": [64, 128, 256], "offset_bound": [13, 8, 4],
+             "max_queries": [64, 128, 256], "offset_bound": [13, 5, 1],
              "n_banks": [BASE, 32]},
 }
 

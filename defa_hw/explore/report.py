@@ -17,9 +17,10 @@ def _ob(cfg):
     return str(ob[0]) if len(set(ob)) == 1 else "/".join(map(str, ob))
 
 
-def summarise(points, meta):
+def summarise(points, meta, min_sqnr=None):
     """The explore.json dict: evaluated points with their Pareto mark, skipped points with
-    the reason, and ``meta`` (run settings, area model, validation, accuracy)."""
+    the reason, and ``meta`` (run settings, area model, validation, accuracy).  With
+    ``min_sqnr`` (dB) only the points that reach it compete for the front."""
     from defa_hw.explore.grid import pareto_front
     rows, skipped = [], []
     for i, p in enumerate(points):
@@ -46,12 +47,14 @@ def summarise(points, meta):
             "energy_mj": None if r["energy_j"] is None else _r(1e3 * r["energy_j"]),
             "sqnr_db": _r(r["sqnr_db"], 3), "sqnr_min_db": _r(r["sqnr_min_db"], 3),
             "points_clamped": _r(r["points_clamped"], 3)})
-    ranked = [x for x in rows if x["area_mm2"] is not None]
+    ranked = [x for x in rows if x["area_mm2"] is not None
+              and (min_sqnr is None or x["sqnr_db"] >= min_sqnr)]
     front = pareto_front([(x["latency_ms"], x["area_mm2"]) for x in ranked])
     front_ids = sorted(ranked[i]["id"] for i in front)
     for x in rows:
         x["pareto"] = x["id"] in front_ids
-    return dict(meta, schema=1, points=rows, skipped=skipped, pareto=front_ids)
+    return dict(meta, schema=1, points=rows, skipped=skipped, pareto=front_ids,
+                min_sqnr_db=min_sqnr)
 
 
 def _fmt(x, spec):
@@ -76,7 +79,10 @@ def format_markdown(rep):
     L = [f"# Design-space exploration around `{m['base']['name']}` (grid `{m['grid']}`)", "",
          f"Latency: performance model, one layer at {m['shapes_text']}, pruning "
          f"`{m['pruning']}`, {m['clock_mhz']:g} MHz. Area: {m['area_model']['summary']} "
-         f"Energy: {m['energy']['summary']} Accuracy: {m['accuracy']['summary']}", ""]
+         f"Energy: {m['energy']['summary']} Accuracy: {m['accuracy']['summary']} Pareto "
+         f"front: non-dominated in (latency, area)"
+         + ("." if m["min_sqnr_db"] is None else
+            f" among the points with SQNR >= {m['min_sqnr_db']:g} dB."), ""]
     L += ["| id | point | presets | BA ch | window rows | latency (ms) | area (mm^2) | "
           "energy (mJ) | SQNR (dB) | Pareto |", "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
     for x in sorted(m["points"], key=lambda x: (x["latency_ms"], x["area_mm2"] or 0, x["id"])):
@@ -110,9 +116,15 @@ def _plot(rep, path, ykey, ylabel, title):
     import matplotlib.pyplot as plt
     pts = [x for x in rep["points"] if x["area_mm2"] is not None and x[ykey] is not None]
     fig, ax = plt.subplots(figsize=(7, 4.8))
+    floor = rep["min_sqnr_db"]
     if pts:
-        ax.scatter([x["area_mm2"] for x in pts], [x[ykey] for x in pts], s=22, c="0.55",
+        low = [x for x in pts if floor is not None and x["sqnr_db"] < floor]
+        ok = [x for x in pts if x not in low]
+        ax.scatter([x["area_mm2"] for x in ok], [x[ykey] for x in ok], s=22, c="0.45",
                    label="sweep point")
+        if low:
+            ax.scatter([x["area_mm2"] for x in low], [x[ykey] for x in low], s=22,
+                       facecolors="none", edgecolors="0.55", label=f"SQNR < {floor:g} dB")
         front = sorted((x for x in pts if x["pareto"]), key=lambda x: x["area_mm2"])
         if front:
             ax.plot([x["area_mm2"] for x in front], [x[ykey] for x in front], "o-",

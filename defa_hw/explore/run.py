@@ -79,10 +79,14 @@ def evaluate_point(cfg_dict, max_queries, *, pruning, shapes, clock_hz, target, 
     """Latency (performance model), composed area and energy of one point."""
     from defa_hw.model.energy import PRUNING_CHOICES
     from defa_hw.model.perf import layer_projection
+    from defa_hw.config import ConfigError
     cfg = DefaConfig.from_dict(cfg_dict)
     t0 = time.monotonic()
-    proj = layer_projection(cfg, pruning=pruning, shapes=shapes, max_queries=max_queries,
-                            clock_hz=clock_hz)
+    try:
+        proj = layer_projection(cfg, pruning=pruning, shapes=shapes,
+                                max_queries=max_queries, clock_hz=clock_hz)
+    except ConfigError as e:        # a rule of the model's own: the point is skipped
+        return {"skipped": str(e)}
     out = {"latency_ms": proj["latency_ms"], "cycles": int(proj["cycles"]["total"]),
            "ideal_cycles": float(proj["ideal"]["total"]),
            "ratio_to_ideal": proj["ratio_to_ideal"], "sqnr_db": acc["sqnr_db"],
@@ -147,7 +151,9 @@ def run_sweep(base, points, *, pruning, shapes, clock_hz, target, cache_dir, sch
         keys = dict(zip(rtl, client.gather(list(rtl.values()))))
         synth = {}
         for (b, _k), (key, text) in sorted(keys.items()):
-            if key not in synth:
+            if text is None:
+                synth[key] = {"block": b, "key": None, "error": key}
+            elif key not in synth:
                 synth[key] = client.submit(leaf_synth, b, key, text, target, str(cache_dir),
                                            key=f"synth-{_digest(key)}")
         acc = {}
@@ -170,8 +176,12 @@ def run_sweep(base, points, *, pruning, shapes, clock_hz, target, cache_dir, sch
         for f in as_completed([f for f, _ps in futs.values()]):
             r = f.result()
             for p in futs[f.key][1]:
-                p["result"] = r
                 done += 1
+                if "skipped" in r:
+                    p["skipped"] = r["skipped"]
+                    _progress(progress, f"[{done}/{n}] {p['label']}: skipped ({r['skipped']})")
+                    continue
+                p["result"] = r
                 a = r["area"]
                 area = f"{a['mm2']:.2f} mm2" if "mm2" in a else "area n/a"
                 _progress(progress, f"[{done}/{n}] {p['label']}: {r['latency_ms']:.2f} ms, "
