@@ -272,6 +272,12 @@ def _cmd_explore(args):
     _check_clock(args.clock_mhz)
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers} is invalid: allowed an integer >= 1")
+    for path in args.area_check:
+        try:
+            json.loads(Path(path).read_text())["blocks"]["defa_core"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UsageError(f"--area-check {path}: not a readable report.json of 'defa-hw "
+                             "synth' with defa_core") from None
     if args.target == "asic":
         from synth import SynthInputError, asic_tools
         try:
@@ -281,7 +287,8 @@ def _cmd_explore(args):
     try:
         rep = explore(cfg, grid=args.points, pruning=args.pruning, shapes=shapes,
                       clock_hz=args.clock_mhz * 1e6, target=args.target, out=args.out,
-                      scheduler=args.scheduler, workers=args.workers, min_sqnr=args.min_sqnr)
+                      scheduler=args.scheduler, workers=args.workers, min_sqnr=args.min_sqnr,
+                      area_checks=args.area_check)
     except ExploreError as e:
         raise UsageError(str(e)) from None
     from defa_hw.explore.report import pareto_table
@@ -459,6 +466,10 @@ def _build_parser():
     ex.add_argument("--min-sqnr", type=float, metavar="DB", help="only points with at least "
                     "this SQNR (the offset bound's accuracy cost) compete for the Pareto front "
                     "(default: all)")
+    ex.add_argument("--area-check", action="append", default=[], metavar="REPORT.json",
+                    help="also check the area composition against the defa_core of this "
+                    "'defa-hw synth' report (e.g. out/synth/defa/report.json of make); "
+                    "the committed baselines always are")
     ex.add_argument("--out", default="out/explore", metavar="DIR",
                     help="output folder (default: out/explore; synthesis cache in DIR/cache)")
     ex.set_defaults(func=_cmd_explore)

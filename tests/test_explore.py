@@ -52,6 +52,24 @@ def test_composition_checked_against_the_synthesised_cores():
     assert -0.25 < tiny["total_error"] < 0
 
 
+def test_composition_checked_against_a_given_report(tmp_path):
+    cfg = preset("defa")
+    each = {"pe": 10.0, "fmap_buffer": 100.0, "sampling_address": 7.0, "softmax": 3.0,
+            "fmap_mask": 5.0}
+    bits = sum(CoreGeometry(cfg, 64).memory_bits().values())
+    total = 3396.0 + bits * SRAM_MODEL["nand2_per_bit"]
+    blocks = {n: {"generic": {"area_nand2_logic": v}} for n, v in each.items()}
+    blocks["defa_core"] = {"generic": {"area_nand2_logic": 4000.0,
+                                       "area_nand2_total_est": total / 0.9}}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"config": cfg.to_dict(), "config_name": "defa",
+                                "blocks": blocks}))
+    v = validate([path])[-1]
+    assert v["reference"] == "report.json" and v["target"] == "generic"
+    assert v["composed_logic"] == 3396.0 and v["logic_error"] == pytest.approx(-0.151)
+    assert v["total_error"] == pytest.approx(-0.1, abs=1e-4)
+
+
 def test_illegal_points_are_kept_with_the_reason():
     base = preset("defa")
     pts = expand(base, {"pe": [BASE, (3, 16)], "n_banks": [BASE, 3], "max_queries": [64, 0]})
@@ -139,6 +157,7 @@ def test_sweep_on_an_existing_scheduler_is_deterministic(tiny_sweep, tmp_path):
     (["--clock-mhz", "0"], "--clock-mhz"),
     (["--target", "fpga"], "--target"),
     (["--preset", "nope"], "preset"),
+    (["--area-check", "missing.json"], "--area-check"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, field, capsys):
     try:

@@ -23,9 +23,10 @@ def _jsonable(v):
 
 def explore(base, *, grid="small", pruning="defa", shapes=None, clock_hz=400e6,
             target="generic", out="out/explore", cache_dir=None, scheduler=None, workers=2,
-            presets=None, min_sqnr=None, progress=sys.stderr):
+            presets=None, min_sqnr=None, area_checks=(), progress=sys.stderr):
     """Sweep ``grid`` around ``base``, write the outputs into ``out``; returns the report
-    dict (explore.json's content).  ``min_sqnr``: see :func:`report.summarise`."""
+    dict (explore.json's content).  ``min_sqnr``: see :func:`report.summarise`;
+    ``area_checks``: synth reports the area composition is also checked against."""
     from defa_hw.config import PRESETS
     from defa_hw.explore.area import LEAVES, TARGETS, _sram_per_bit, validate
     from defa_hw.explore.report import summarise, write_outputs
@@ -60,7 +61,7 @@ def explore(base, *, grid="small", pruning="defa", shapes=None, clock_hz=400e6,
             "unit": t["unit"], "node": t["node"], "mm2_per_unit": t["mm2_per_unit"],
             "sram_per_bit": _sram_per_bit(target),
             "synthesised": {n: rule for n, (rule, _f) in LEAVES.items()},
-            "validation": validate()},
+            "validation": validate(area_checks)},
         "energy": ({"summary": "n/a (" + reason + ").", "source": None} if figs is None else
                    {"summary": f"defa_hw.model.energy per layer, 40 nm estimate, from "
                                f"{figs['source']} (PE-array power scaled by PE count); n/a "

@@ -103,16 +103,18 @@ def compose(cfg, max_queries, leaves, target):
             "sram": sram, "total": total, "mm2": total * t["mm2_per_unit"]}
 
 
-def validate(baselines=None):
-    """The composition (:func:`compose` on a baseline's own leaf figures) against the whole
-    core synthesised in that baseline, for every committed baseline and flow that has the
-    core: list of ``{reference, target, config, composed/synthesised logic and total,
-    errors}`` (error = composed / synthesised - 1)."""
+def validate(reports=()):
+    """The composition (:func:`compose` on a report's own leaf figures) against the whole
+    core synthesised in that report, for every committed baseline and every ``reports``
+    (``defa-hw synth`` report.json files) and flow that has the core: list of
+    ``{reference, target, config, composed/synthesised logic and total, errors}`` (error =
+    composed / synthesised - 1)."""
     from synth import SYNTH_DIR
-    paths = baselines or sorted(SYNTH_DIR.glob("baseline_*.json"))
+    paths = [(f"synth/{p.name}", p) for p in sorted(SYNTH_DIR.glob("baseline_*.json"))]
+    paths += [(Path(p).name if Path(p).is_absolute() else str(p), Path(p)) for p in reports]
     out = []
-    for path in paths:
-        data = json.loads(Path(path).read_text())
+    for name, path in paths:
+        data = json.loads(path.read_text())
         cfg = DefaConfig.from_dict(data["config"])
         blocks = data["blocks"]
         for target, t in TARGETS.items():
@@ -122,7 +124,7 @@ def validate(baselines=None):
             leaves = {n: {"logic": blocks[n][target][t["logic"]]} for n in LEAVES}
             c = compose(cfg, DEFAULT_MAX_QUERIES, leaves, target)
             out.append({
-                "reference": f"synth/{Path(path).name}", "target": target,
+                "reference": name, "target": target,
                 "config": data["config_name"], "unit": t["unit"],
                 "composed_logic": round(c["logic"], 1), "synthesised_logic": core[t["logic"]],
                 "logic_error": round(c["logic"] / core[t["logic"]] - 1, 4),
