@@ -16,6 +16,7 @@ import numpy as np
 
 from defa_hw.config import DefaConfig
 from defa_hw.explore.area import LEAVES, compose, leaf_rtlil, leaf_synth
+from synth.tools import progress_line
 
 __all__ = ["ExploreError", "accuracy", "energy_figures", "point_energy", "evaluate_point",
            "run_sweep"]
@@ -122,11 +123,6 @@ def _client(scheduler, workers):
     return Client(cluster)
 
 
-def _progress(stream, msg):
-    if stream is not None:
-        print(msg, file=stream, flush=True)
-
-
 def run_sweep(base, points, *, pruning, shapes, clock_hz, target, cache_dir, scheduler=None,
               workers=2, progress=sys.stderr):
     """Evaluate ``points`` (:func:`defa_hw.explore.grid.expand`) on a dask cluster; each
@@ -139,7 +135,7 @@ def run_sweep(base, points, *, pruning, shapes, clock_hz, target, cache_dir, sch
     for p in points:
         if "skipped" in p:
             done += 1
-            _progress(progress, f"[{done}/{n}] {p['label']}: skipped ({p['skipped']})")
+            progress_line(progress, f"[{done}/{n}] {p['label']}: skipped ({p['skipped']})")
     live = [p for p in points if "skipped" not in p]
     if not live:
         return points
@@ -179,12 +175,12 @@ def run_sweep(base, points, *, pruning, shapes, clock_hz, target, cache_dir, sch
                 done += 1
                 if "skipped" in r:
                     p["skipped"] = r["skipped"]
-                    _progress(progress, f"[{done}/{n}] {p['label']}: skipped ({r['skipped']})")
+                    progress_line(progress, f"[{done}/{n}] {p['label']}: skipped ({r['skipped']})")
                     continue
                 p["result"] = r
                 a = r["area"]
                 area = f"{a['mm2']:.2f} mm2" if "mm2" in a else "area n/a"
-                _progress(progress, f"[{done}/{n}] {p['label']}: {r['latency_ms']:.2f} ms, "
+                progress_line(progress, f"[{done}/{n}] {p['label']}: {r['latency_ms']:.2f} ms, "
                           f"{area} ({time.monotonic() - t_start:.1f} s)")
     finally:
         cluster = getattr(client, "cluster", None)
