@@ -9,7 +9,7 @@ OUT     ?= out
 JOBS    ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all venv icarus asic-tools asic test test-verilator slow formal bench bench-layer fpga sweep explore clean
+.PHONY: all venv icarus asic-tools asic test test-verilator test-xl slow formal bench bench-layer fpga sweep explore clean
 
 # The main job: defa Verilog, defa generic area report, tiny ECP5 place and route, the
 # defa blocks on OSU 0.18 um cells (+ 40 nm estimate) and the energy per encoder layer;
@@ -60,12 +60,17 @@ asic-tools:
 test: $(STAMP) icarus asic-tools
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" -q
 
+# defa-xl (64x64 PE array) bit-exact on the Verilator harness: long (see README).
+test-xl: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests/test_verilator_harness.py -k defa_xl
+
 test-verilator: $(STAMP)
 	SIM=verilator $(BIN)/python -m pytest -n $(JOBS) -m "not slow" -q verif
 
 formal: $(STAMP)
 	$(BIN)/python verif/formal/run_formal.py --preset tiny
 	$(BIN)/python verif/formal/run_formal.py --preset defa
+	$(BIN)/python verif/formal/run_formal.py --preset defa-xl
 
 # The defa area sweep (PE size, bank count): out/synth/defa-sweep/area_sweep.png.
 sweep: $(STAMP)

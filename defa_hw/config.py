@@ -164,7 +164,7 @@ class DefaConfig:
                   f"BA mode needs pe_rows * pe_cols ({self.pe_rows * self.pe_cols}) to be a "
                   f"non-zero multiple of 4 * n_levels = {4 * self.n_levels} (4 multipliers per "
                   f"point, one point per level)")
-        if self.head_dim % lanes:
+        if lanes < self.head_dim and self.head_dim % lanes:
             _fail("pe_cols", self.pe_cols,
                   f"BA mode processes {lanes} channels per cycle, which must divide "
                   f"head_dim = {self.head_dim}")
@@ -224,8 +224,9 @@ class DefaConfig:
     @property
     def ba_channels(self):
         """Channels per cycle in BA mode: every point needs 4 multipliers (3 bilinear + 1
-        probability), one point per level, so ``pe_rows * pe_cols / (4 * n_levels)``."""
-        return self.pe_rows * self.pe_cols // (4 * self.n_levels)
+        probability), one point per level, so ``pe_rows * pe_cols / (4 * n_levels)``, at
+        most ``head_dim`` (an operation is one head; the PEs beyond it only do MM)."""
+        return min(self.head_dim, self.pe_rows * self.pe_cols // (4 * self.n_levels))
 
     @property
     def pap_threshold_code(self):
@@ -348,6 +349,9 @@ PRESETS = {
         pe_rows=4, pe_cols=8, pap_threshold=0.02, fwp_threshold=1),
     # Deformable DETR encoder (800 x 1333 input), DEFA's 16-bank buffer and 16x16 PE tile.
     "defa": DefaConfig(name="defa"),
+    # The scaled-out point (docs/explore.md): the same model and buffer, a 64x64 PE array
+    # (4,096 PEs, 16x DEFA's), BA one head of 32 channels per operation.
+    "defa-xl": DefaConfig(name="defa-xl", pe_rows=64, pe_cols=64),
 }
 
 

@@ -8,7 +8,7 @@ from defa_hw.config import ConfigError, DefaConfig, PRESETS, load_config, preset
 
 
 def test_presets_are_valid_and_named():
-    assert set(PRESETS) == {"tiny", "defa"}
+    assert set(PRESETS) == {"tiny", "defa", "defa-xl"}
     d = preset("defa")
     assert (d.d_model, d.n_heads, d.n_levels, d.n_points) == (256, 8, 4, 4)
     assert (d.n_banks, d.pe_rows, d.pe_cols, d.data_bits) == (16, 16, 16, 12)
@@ -79,5 +79,30 @@ def test_unknown_field_and_bad_json(tmp_path):
         load_config(path=str(bad))
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(path=str(tmp_path / "missing.json"))
-    with pytest.raises(ConfigError, match="allowed presets: defa, tiny"):
+    with pytest.raises(ConfigError, match="allowed presets: defa, defa-xl, tiny"):
         preset("huge")
+
+
+def test_core_arrays_beyond_one_tile():
+    """defa_core takes arrays up to 64x64 for the defa model: legal when pe_rows <= 16
+    (a value tile is whole BA words) or pe_cols >= 32 (a whole head's channels per BA
+    word); the others are refused with a message naming the rule."""
+    from defa_hw.rtl.core import CoreGeometry
+    from defa_hw.rtl.core.interface import check_core_config
+    base = preset("defa")
+    sizes = (4, 8, 16, 32, 64)
+    for r in sizes:
+        for c in sizes:
+            cfg = base.replace(pe_rows=r, pe_cols=c)
+            assert cfg.ba_channels == min(32, r * c // 16)
+            if r <= 16 or c >= 32:
+                check_core_config(cfg)
+            else:
+                with pytest.raises(ConfigError, match="to be a multiple of (ba_channels|n_levels)"):
+                    check_core_config(cfg)
+    g = CoreGeometry(preset("defa-xl"))
+    # 32 points per batch from Kc = 4 chunks: 16 lane groups of 2, 16 weight copies
+    assert (g.kc, g.B, g.Bg, g.n_groups, g.n_slices, g.wr_beats) == (4, 32, 2, 16, 1, 2)
+    assert preset("defa-xl").pe_rows * preset("defa-xl").pe_cols >= 4096
+    with pytest.raises(ConfigError, match="d_model / pe_rows >= 2"):
+        check_core_config(preset("tiny").replace(pe_rows=32, pe_cols=32))

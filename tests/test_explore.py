@@ -25,11 +25,12 @@ def test_pareto_front_on_hand_made_points():
 
 def test_composition_is_the_sum_of_its_parts():
     cfg = preset("defa")
-    each = {"pe": 10.0, "fmap_buffer": 100.0, "sampling_address": 7.0, "softmax": 3.0,
-            "fmap_mask": 5.0}
+    each = {"pe": 10.0, "pe_mm": 6.0, "fmap_buffer": 100.0, "sampling_address": 7.0,
+            "softmax": 3.0, "fmap_mask": 5.0}
     leaves = {n: {"logic": v} for n, v in each.items()}
     a = compose(cfg, 64, leaves, "generic")
     logic = 16 * 16 * 10.0 + 8 * 100.0 + 4 * 7.0 + 3.0 + 5.0
+    assert a["parts"]["pe_mm"]["count"] == 0
     bits = sum(CoreGeometry(cfg, 64).memory_bits().values())
     assert a["logic"] == pytest.approx(logic)
     assert a["sram_bits"] == bits and bits > 29_000_000      # 8 value buffers dominate
@@ -39,6 +40,10 @@ def test_composition_is_the_sum_of_its_parts():
     # more queries per pass: only the per-query memories grow
     b = compose(cfg, 128, leaves, "generic")
     assert b["logic"] == a["logic"] and b["sram_bits"] > a["sram_bits"]
+    # defa-xl: 512 PEs in BA groups (one head, 32 channels x 4 levels x 4), 3,584 MM-only
+    xl = compose(preset("defa-xl"), 64, leaves, "generic")
+    assert (xl["parts"]["pe"]["count"], xl["parts"]["pe_mm"]["count"]) == (512, 3584)
+    assert xl["logic"] == pytest.approx(512 * 10.0 + 3584 * 6.0 + 8 * 100.0 + 4 * 7.0 + 8.0)
 
 
 def test_composition_checked_against_the_synthesised_cores():
@@ -55,7 +60,7 @@ def test_composition_checked_against_the_synthesised_cores():
 def test_composition_checked_against_a_given_report(tmp_path):
     cfg = preset("defa")
     each = {"pe": 10.0, "fmap_buffer": 100.0, "sampling_address": 7.0, "softmax": 3.0,
-            "fmap_mask": 5.0}
+            "fmap_mask": 5.0}                       # no pe_mm: defa has no MM-only PE
     bits = sum(CoreGeometry(cfg, 64).memory_bits().values())
     total = 3396.0 + bits * SRAM_MODEL["nand2_per_bit"]
     blocks = {n: {"generic": {"area_nand2_logic": v}} for n, v in each.items()}
@@ -122,7 +127,7 @@ def test_sweep_on_a_local_cluster(tiny_sweep):
     a = x["area"]
     logic = sum(p["count"] * p["each"] for p in a["parts"].values())
     assert a["logic"] == pytest.approx(logic, rel=1e-5)
-    assert a["parts"]["pe"]["count"] == 32
+    assert a["parts"]["pe"]["count"] == 32 and a["parts"]["pe_mm"]["count"] == 0
     assert x["area_mm2"] == pytest.approx(a["total"] * TARGETS["generic"]["mm2_per_unit"],
                                           rel=1e-3)
     # the synthesised PE agrees with the committed baseline's (its 5 % tolerance)

@@ -72,3 +72,16 @@ def test_generate_top_writes_the_register_header(tmp_path):
     assert f"#define DEFA_SHAPE0_H_MAX {h}u" in header
     assert f"#define DEFA_SHAPE0_W_MAX {w}u" in header
     assert (tmp_path / "defa_core.v").exists() and (tmp_path / "config.json").exists()
+
+
+def test_wrap_long_lines_is_whitespace_only():
+    """A concatenation longer than Verilator's per-line token limit is broken after its
+    commas, nothing else changes; short lines and lines with strings are kept."""
+    from defa_hw.flow.generate import LONG_LINE, wrap_long_lines
+    long = "  assign w = { " + ", ".join(f"\\$11 [{i}:{i}]" for i in range(5000)) + " };"
+    text = "\n".join(["module m;", long, '  initial $display("a, b, c");', "endmodule"])
+    out = wrap_long_lines(text)
+    assert max(len(s) for s in out.split("\n")) < 300 < LONG_LINE < len(long)
+    assert out.replace(",\n    ", ", ") == text
+    assert wrap_long_lines(text.replace(long, "  assign w = {a, b};")) == \
+        text.replace(long, "  assign w = {a, b};")

@@ -67,34 +67,65 @@ def test_packers_match_hostpacker():
 TALL = ((12, 10), (6, 5), (3, 3), (2, 2))
 
 
-@pytest.mark.heavy(minutes=2)
-def test_tiny_core_bit_exact():
-    """70 queries (2 passes) on a map taller than the windows, in the given (random) and
-    the locality order, pruning on and off, with and without stalls: bit-exact, every
-    counter as golden, and without stalls the cycles of the performance model."""
+#: (order, prune, p_stall, seed) of a core regression: the given (random) and the
+#: locality order, pruning on and off, one run with random stalls.
+RUNS = (("given", True, 0.0, 0), ("given", False, 0.0, 0), ("locality", True, 0.0, 0),
+        ("given", True, 0.4, 7))
+
+
+def _regress(cfg, bd, qb0, *, runs=RUNS, tol=0.01):
+    """Each run bit-exact with golden (outputs, next mask, every counter), and without
+    stalls every phase within ``tol`` of the performance model."""
     from defa_hw.host.order import query_order, reorder_block
     from defa_hw.model.perf import PHASE_NAMES, predict
-    cfg = preset("tiny")
-    bd = BUILD_ROOT / "tiny-mq64"
-    qb0 = _block(cfg, 3, 70, shapes=TALL)
-    for order, prune, p_stall, seed in (("given", True, 0.0, 0), ("given", False, 0.0, 0),
-                                        ("locality", True, 0.0, 0), ("given", True, 0.4, 7)):
+    worst = 0.0
+    for order, prune, p_stall, seed in runs:
         qb = reorder_block(qb0, query_order(qb0.ref, order))
         res = run_block_verilator(cfg, qb, prune=prune, build_dir=bd, p_stall=p_stall,
                                   seed=seed, progress=False)
         gold, problems = compare_with_golden(cfg, qb, res, prune=prune)
         assert not problems, f"{order}, prune {prune}, p_stall {p_stall}: " + "; ".join(problems)
-        assert res["max_queries"] == 64 and res["passes"] == 2 and not res["aborted"]
+        assert res["passes"] == 2 and not res["aborted"]
         assert res["cycles"] > 0 and res["cycles_driven"] >= res["cycles"]
         assert sum(res[f"cycles_{p}"] for p in PHASE_NAMES) == res["cycles"]
         assert (res["rows_refetched"] == 0) == (order == "locality"), res["rows_refetched"]
-        if p_stall == 0.0:
-            pred = predict(cfg, qb, gold, prune=prune)
-            for ph in PHASE_NAMES:
-                assert abs(res[f"cycles_{ph}"] - pred.cycles[ph]) <= 0.02 * pred.cycles[ph], \
-                    f"{order}, prune {prune}: {ph} rtl {res[f'cycles_{ph}']} model {pred.cycles[ph]}"
+        if p_stall:
+            assert res["stall_cycles"] > 0
+            continue
+        pred = predict(cfg, qb, gold, prune=prune)
+        for ph in PHASE_NAMES:
+            err = abs(res[f"cycles_{ph}"] - pred.cycles[ph])
+            assert err <= tol * pred.cycles[ph], \
+                f"{order}, prune {prune}: {ph} rtl {res[f'cycles_{ph}']} model {pred.cycles[ph]}"
+            worst = max(worst, err / max(1, pred.cycles[ph]))
+    return worst
+
+
+@pytest.mark.heavy(minutes=2)
+def test_tiny_core_bit_exact():
+    """70 queries (2 passes) on a map taller than the windows (:data:`RUNS`): bit-exact,
+    every counter as golden, and the cycles of the performance model."""
+    cfg = preset("tiny")
+    bd = BUILD_ROOT / "tiny-mq64"
+    qb0 = _block(cfg, 3, 70, shapes=TALL)
+    assert _regress(cfg, bd, qb0, tol=0.0) == 0.0
     with pytest.raises(SimulationFailed, match=r"stuck in phase [A-Z]+: .* 300 cycles"):
         run_block_verilator(cfg, qb0, build_dir=bd, max_cycles=300, progress=False)
+
+
+@pytest.mark.heavy(minutes=3)
+def test_tiny_wide_array_core():
+    """tiny's shape with d_model 64 on a 16x64 array (1,024 PEs): Kc = 4 < B = 32, so 16
+    offset-gather lane groups of 2 with their own weight copies; 512 MM-only PEs beyond
+    the BA groups (ba_channels capped at head_dim = 32); ATTN outruns one softmax, so 4
+    softmax lanes.  Bit-exact; the model within 3% per phase (its VALUE and BA are off by
+    up to 2.5% on value tiles this short, 4 cycles per pixel: docs/performance.md)."""
+    cfg = preset("tiny").replace(name="tiny-wide", d_model=64, pe_rows=16, pe_cols=64)
+    from defa_hw.rtl.core import CoreGeometry
+    g = CoreGeometry(cfg)
+    assert (g.kc, g.B, g.Bg, g.n_groups, cfg.ba_channels, g.att_lanes) == (4, 32, 2, 16, 32, 4)
+    qb0 = _block(cfg, 4, 70, shapes=TALL)
+    _regress(cfg, BUILD_ROOT / "tiny-wide-mq64", qb0, tol=0.03)
 
 
 # ---- the fmap_req path on a stub ---------------------------------------------------------
@@ -220,27 +251,21 @@ DEFA_TALL = ((40, 3), (20, 2), (10, 2), (5, 1))
 @pytest.mark.heavy(minutes=6)
 def test_defa_core_two_passes_tall_map():
     """defa (16x16 array, 8 heads): 70 queries = a full 64-query pass and a second pass,
-    over a map whose level 0 is taller than its window; given (random) and locality
-    order, pruning on and off, random stalls.  Bit-exact, every counter as golden, and
-    without stalls every phase within 2% of the performance model."""
-    from defa_hw.host.order import query_order, reorder_block
-    from defa_hw.model.perf import PHASE_NAMES, predict
+    over a map whose level 0 is taller than its window (:data:`RUNS`).  Bit-exact, every
+    counter as golden, and every phase within 1% of the performance model."""
     cfg = preset("defa")
     assert cfg.buffer_rows(0) < DEFA_TALL[0][0]
     qb0 = _block(cfg, 5, 70, mask_frac=0.2, shapes=DEFA_TALL)
-    bd = BUILD_ROOT / "defa-mq64"
-    for order, prune, p_stall in (("given", True, 0.0), ("given", False, 0.0),
-                                  ("locality", True, 0.0), ("given", True, 0.3)):
-        qb = reorder_block(qb0, query_order(qb0.ref, order))
-        res = run_block_verilator(cfg, qb, prune=prune, build_dir=bd, p_stall=p_stall,
-                                  seed=3, progress=False)
-        gold, problems = compare_with_golden(cfg, qb, res, prune=prune)
-        assert not problems, f"{order}, prune {prune}, p_stall {p_stall}: " + "; ".join(problems)
-        assert res["passes"] == 2 and res["window_loads"] > 4
-        if p_stall == 0.0:
-            pred = predict(cfg, qb, gold, prune=prune)
-            for ph in PHASE_NAMES:
-                assert abs(res[f"cycles_{ph}"] - pred.cycles[ph]) <= 0.02 * pred.cycles[ph], \
-                    f"{order}, prune {prune}: {ph} rtl {res[f'cycles_{ph}']} model {pred.cycles[ph]}"
-        else:
-            assert res["stall_cycles"] > 0
+    _regress(cfg, BUILD_ROOT / "defa-mq64", qb0)
+
+
+@pytest.mark.slow
+def test_defa_xl_core():
+    """defa-xl (64x64 array, 4,096 PEs: Kc = 4 < B = 32, 16 offset-gather lane groups,
+    BA one head per operation): the defa regression (:data:`RUNS`), bit-exact and within
+    1% of the performance model.  ``make test-xl``: its build alone (two 4,096-PE Verilog
+    elaborations and the Verilator compile) takes longer than the default regression."""
+    cfg = preset("defa-xl")
+    assert cfg.pe_rows * cfg.pe_cols >= 4096
+    qb0 = _block(cfg, 5, 70, mask_frac=0.2, shapes=DEFA_TALL)
+    _regress(cfg, BUILD_ROOT / "defa-xl-mq64", qb0)

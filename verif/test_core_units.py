@@ -81,13 +81,22 @@ def _expected_batches(g, keep):
     return out
 
 
+#: Offset-gather geometries: tiny (one lane group), 8x8 (Kc 4, 2 groups of 2 lanes) and
+#: 16x16 (Kc 2, 8 groups of 1 lane: more points per batch than K chunks).
+GATHER_ARRAYS = {"tiny": {}, "8x8": {"pe_rows": 8, "pe_cols": 8},
+                 "16x16": {"pe_rows": 16, "pe_cols": 16}}
+
+
+@pytest.mark.parametrize("array", GATHER_ARRAYS)
 @pytest.mark.parametrize("seed", range(3))
-def test_offset_gather(seed):
+def test_offset_gather(seed, array):
     """Random keep masks: the gather hands the MM issuer exactly the kept points' offset
-    weight rows (every K chunk, x and y) and biases, batch by batch, in F's order; the
-    write-back stores each result in the level memory of its point."""
-    g = _geom()
-    cfg, d, R, KC, B = g.cfg, g.cfg.data_bits, g.R, g.kc, g.B
+    weight rows (every K chunk, x and y) and biases, batch by batch, in F's order, each
+    lane group reading its own banks without a conflict; the write-back stores each
+    result where BA reads its point."""
+    g = CoreGeometry(preset("tiny").replace(**GATHER_ARRAYS[array]), MQ)
+    cfg, d, R, KC, B, BG = g.cfg, g.cfg.data_bits, g.R, g.kc, g.B, g.Bg
+    assert (g.n_groups, BG) == {"tiny": (1, 4), "8x8": (2, 2), "16x16": (8, 1)}[array]
     rng = np.random.default_rng(seed)
     nq = int(rng.integers(1, MQ + 1))
     keep = _keep_words(g, rng, nq)
@@ -101,10 +110,11 @@ def test_offset_gather(seed):
         def elaborate(self, platform):
             m = Module()
             m.submodules.dut = dut
-            for b in range(B):
-                for s in range(KC // B):
-                    wiring.connect(m, ws.offset_rd[b][s], og.offset_rd[b][s])
-            wiring.connect(m, ws.offset_bias_rd, og.offset_bias_rd)
+            for gi in range(g.n_groups):
+                wiring.connect(m, ws.offset_bias_rd[gi], og.offset_bias_rd[gi])
+                for b in range(BG):
+                    for s in range(KC // BG):
+                        wiring.connect(m, ws.offset_rd[gi][b][s], og.offset_rd[gi][b][s])
             return m
 
     want = _expected_batches(g, keep)
@@ -128,8 +138,9 @@ def test_offset_gather(seed):
         ctx.set(og.op.ready, 1)
         took = False
         for _ in range(50 * KC * (len(want) + 2)):
-            if ctx.get(og.offset_rd[0][0].en):             # a gather cycle: bank addresses
-                bank_reads.append([ctx.get(og.offset_rd[b][0].addr) for b in range(B)])
+            if ctx.get(og.offset_rd[0][0][0].en):          # a gather cycle: bank addresses
+                bank_reads.append([[ctx.get(og.offset_rd[gi][b][0].addr) for b in range(BG)]
+                                   for gi in range(g.n_groups)])
             if took:
                 operands.append((ctx.get(og.tile), ctx.get(og.bias)))
             took = bool(ctx.get(og.op.valid))
@@ -163,13 +174,14 @@ def test_offset_gather(seed):
 
     _run(Top(), bench)
     assert len(ops) == len(want) * KC, "one operation per K chunk of every batch"
-    # the documented bank schedule: in gather cycle c, lane i reads bank (c + i) mod B,
-    # so every bank serves exactly one lane per cycle (no conflict)
+    # the documented bank schedule: in gather cycle c, lane gi * Bg + j reads bank
+    # (c + j) mod Bg of its group's copy, so every bank serves one lane per cycle
     assert len(bank_reads) == len(want) * KC, "Kc gather cycles per batch"
     for n, (q, pts) in enumerate(want):
         for c in range(KC):
             for lane, pt in enumerate(pts):
-                assert bank_reads[n * KC + c][(c + lane) % B] == pt, (n, c, lane)
+                gi, j = divmod(lane, BG)
+                assert bank_reads[n * KC + c][gi][(c + j) % BG] == pt, (n, c, lane)
     for n, (q, pts) in enumerate(want):
         for k in range(KC):
             first, kk, oq, cnt, opts = ops[n * KC + k]

@@ -374,6 +374,9 @@ def _variant(name):
         "tiny_r1": dict(pe_rows=1, pe_cols=32),
         # Groups of 4 PEs in 8-row columns (two groups per column).
         "tiny_r8": dict(pe_rows=8, pe_cols=4),
+        # More PEs than a head's BA groups (ba_channels capped at head_dim = 16): 256 of
+        # the 512 PEs only do MM.
+        "tiny_xl": dict(pe_rows=16, pe_cols=32),
         # Two levels, three points: 2-deep level tree -> 1, BA latency shorter than MM's.
         "tiny_l2": dict(n_levels=2, n_banks=8, n_points=3, max_shapes=((12, 10), (6, 5)),
                         offset_bound=(1, 2)),
@@ -386,7 +389,7 @@ def _variant(name):
     return preset(name)
 
 
-@pytest.mark.parametrize("name", ["tiny", "defa", "tiny_r1",
+@pytest.mark.parametrize("name", ["tiny", "defa", "tiny_r1", "tiny_xl",
                                   pytest.param("tiny_r8", marks=pytest.mark.slow),
                                   pytest.param("tiny_l2", marks=pytest.mark.slow),
                                   pytest.param("tiny_l1", marks=pytest.mark.slow)])
@@ -398,7 +401,7 @@ def test_pe_array(name):
                build_name=f"pe_array_{name}", cfg=cfg)
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny_r1",
+@pytest.mark.parametrize("name", ["tiny", "tiny_r1", "tiny_xl",
                                   pytest.param("defa", marks=pytest.mark.slow)])
 def test_pe_array_structure(name, tmp_path):
     """Every multiplier is a PE multiplier, and the adders are exactly the PE

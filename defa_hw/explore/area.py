@@ -25,7 +25,10 @@ __all__ = ["LEAVES", "TARGETS", "leaf_rtlil", "leaf_synth", "compose", "validate
 
 #: Registered blocks the core instantiates unchanged -> (count rule, count(cfg)).
 LEAVES = {
-    "pe": ("pe_rows * pe_cols", lambda cfg: cfg.pe_rows * cfg.pe_cols),
+    "pe": ("4 * n_levels * ba_channels (the BA groups' PEs)",
+           lambda cfg: 4 * cfg.n_levels * cfg.ba_channels),
+    "pe_mm": ("pe_rows * pe_cols - the BA groups' PEs (role mm: MM only)",
+              lambda cfg: cfg.pe_rows * cfg.pe_cols - 4 * cfg.n_levels * cfg.ba_channels),
     "fmap_buffer": ("n_heads (value buffers)", lambda cfg: cfg.n_heads),
     "sampling_address": ("n_levels (BA pipeline)", lambda cfg: cfg.n_levels),
     "softmax": ("1", lambda cfg: 1),
@@ -53,9 +56,14 @@ def leaf_rtlil(block, cfg_dict, target):
     """(key, RTLIL text) of a registered block for a config (``DefaConfig.to_dict``), or
     (the error, None) when the block does not elaborate."""
     from defa_hw.rtl.blocks import build_block
+    from defa_hw.rtl.pe import ProcessingElement
     from synth.rtlil import canonical_key, to_rtlil
     try:
-        text = to_rtlil(build_block(block, DefaConfig.from_dict(cfg_dict)), name=block)
+        cfg = DefaConfig.from_dict(cfg_dict)
+        if block == "pe_mm":            # the PE of the MM-only role, not a registered block
+            text = to_rtlil(ProcessingElement(cfg, role="mm"), name="pe_mm")
+        else:
+            text = to_rtlil(build_block(block, cfg), name=block)
     except Exception as e:      # that point's area is n/a, with the reason; not the sweep's end
         return f"elaboration failed: {type(e).__name__}: {str(e).splitlines()[0]}", None
     return canonical_key(target, text, block), text
@@ -119,9 +127,12 @@ def validate(reports=()):
         blocks = data["blocks"]
         for target, t in TARGETS.items():
             core = blocks.get("defa_core", {}).get(target)
-            if core is None or any(target not in blocks.get(n, {}) for n in LEAVES):
+            # a leaf the config has none of (pe_mm on a one-tile array) may be missing
+            used = [n for n, (_r, count) in LEAVES.items() if count(cfg)]
+            if core is None or any(target not in blocks.get(n, {}) for n in used):
                 continue
-            leaves = {n: {"logic": blocks[n][target][t["logic"]]} for n in LEAVES}
+            leaves = {n: {"logic": blocks[n][target][t["logic"]] if n in used else 0.0}
+                      for n in LEAVES}
             c = compose(cfg, DEFAULT_MAX_QUERIES, leaves, target)
             out.append({
                 "reference": name, "target": target,

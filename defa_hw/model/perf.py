@@ -12,8 +12,9 @@ the incoming fmap mask.  The host model is the testbench's: streams always valid
 ready, the first query presented one cycle after START.
 
 ``ideal`` is the bound set by the PE array's peak rate in each mode: MACs /
-(pe_rows * pe_cols) for the MM phases, surviving points / n_levels per cycle times
-head_dim / ba_channels channel slices for BA.
+(pe_rows * pe_cols) for the MM phases, and for BA every surviving point's head_dim
+channels at 4 PEs each (3 bilinear multipliers + 1 probability MAC) over the whole array
+(``kept / n_levels`` operations per slice when ``ba_channels`` uses every PE).
 """
 
 import argparse
@@ -69,43 +70,64 @@ def _head_groups(keep, g):
     return G, k.reshape(keep.shape[0], g.M, g.L * g.P).sum(axis=2)
 
 
-def _offset_batches(kept_heads, g):
-    """F-stage steps until the first batch is emitted, the number of batches, and the
-    write-back cycles of the last batch (its most populated level).
+def _f_steps(kept_heads, g):
+    """F's steps over a pass: per step, whether it emits a batch.
 
-    F walks the heads of the pass in order, one cycle per kept point (at least one per
-    head), cutting a batch at B points or at the end of a query.
+    F walks the heads of the pass in order; a step takes the head's remaining kept points,
+    as many as the batch has room for, so a head costs one step plus one per batch it
+    fills before its end (an empty head one step); a batch is cut at B points or at the
+    end of a query.
     """
-    n_batches = int(np.sum(-(-kept_heads.sum(axis=1) // g.B)))
-    steps = 0
-    pts = 0
-    first = None
+    steps = []
+    B, M = g.B, g.M
     for q in range(kept_heads.shape[0]):
-        for m in range(g.M):
+        cnt = 0
+        for m in range(M):
             n = int(kept_heads[q, m])
-            if pts + n >= g.B:
-                first = steps + (g.B - pts)
-                break
-            steps += max(1, n)
-            pts += n
-        if first is not None:
-            break
-        if pts:
-            first = steps
-            break
-    return (first if first is not None else steps), n_batches
+            while True:
+                t = min(n, B - cnt)
+                n -= t
+                cnt += t
+                emit = cnt == B or (n == 0 and m == M - 1 and cnt > 0)
+                steps.append(emit)
+                if emit:
+                    cnt = 0
+                if n == 0:
+                    break
+    return steps
 
 
-def _last_batch_levels(keep_pass, g):
-    """Write-back cycles of the pass's last offset batch: its points of the busiest level."""
-    k = keep_pass.reshape(keep_pass.shape[0], -1)           # (nq, M*L*P), point order
-    for q in range(k.shape[0] - 1, -1, -1):
-        idx = np.flatnonzero(k[q])
-        if idx.size:
-            n_last = idx.size % g.B or g.B
-            lv = (idx[-n_last:] // g.P) % g.L
-            return int(np.bincount(lv, minlength=g.L).max())
-    return 0
+def _offset_cycles(kept_heads, g, keep_drain):
+    """Cycles of one OFFSET phase: F's steps (from the keep FIFO, one per cycle; a step
+    that emits a batch waits until G has taken the previous one), G (``kc`` cycles per
+    batch, three staging buffers) and M (``kc`` operations per batch, back to back)."""
+    KC = g.kc
+    t = keep_drain + OffsetGather.KEEP_READ          # F's first step
+    g_start = []                                     # G takes batch n
+    m_start = []                                     # M issues op 0 of batch n
+    for emit in _f_steps(kept_heads, g):
+        if emit:
+            if g_start:
+                t = max(t, g_start[-1] + 1)
+            n = len(g_start)
+            s = t + OffsetGather.GATHER_START
+            if n:
+                s = max(s, g_start[-1] + KC)
+            if n >= 3:
+                s = max(s, m_start[n - 3] + KC)      # a staging buffer is free again
+            g_start.append(s)
+            mm = s + KC + OffsetGather.GATHER_QUEUE
+            m_start.append(mm if not n else max(mm, m_start[-1] + KC))
+        t += 1
+    if not m_start:
+        return t + KC + OffsetGather.FILL - OffsetGather.KEEP_READ
+    return m_start[-1] + KC
+
+
+def _last_batch_write(keep_pass):
+    """Write-back cycles of the pass's last offset batch: one (the whole batch at once),
+    none when the pass kept no point."""
+    return int(bool(np.asarray(keep_pass).any()))
 
 
 def _value_cycles(groups, g):
@@ -179,12 +201,11 @@ def model(cfg, keep, fmap_mask, shapes, ref, *, max_queries=DEFAULT_MAX_QUERIES,
         cyc["attn"] += (first_query_delay if p == 0 else 0) + nq * T_A * KC + X
         # OFFSET: wait for the pass's last keep word, F forms the first batch, G gathers
         # it, then M issues every batch back to back.
-        f_first, n_b = _offset_batches(kept_heads[q0:q1], g)
-        cyc["offset"] += d["keep"] + f_first + KC + OffsetGather.FILL + n_b * KC
+        cyc["offset"] += _offset_cycles(kept_heads[q0:q1], g, d["keep"])
         # BA: the pass's operations, plus a VALUE phase at every window miss.
         ba = int(NS * G[q0:q1].sum()) + X
         # the first query may start once the pass's offsets are written
-        offsets_at = d["offset"] + _last_batch_levels(keep[q0:q1], g)
+        offsets_at = d["offset"] + _last_batch_write(keep[q0:q1])
         for q in (q for q in range(q0, q1) if q in misses):
             first = 2 + misses[q][0][0]
             v, n, slack = _value_cycles([(first, fmap_mask[ix]) for ix in groups[q]], g)
@@ -212,7 +233,8 @@ def model(cfg, keep, fmap_mask, shapes, ref, *, max_queries=DEFAULT_MAX_QUERIES,
     ideal["attn"] = Lq * g.n_att * C / peak
     ideal["offset"] = kept * 2 * C / peak
     ideal["value"] = int((~fmap_mask).sum()) * C * C / peak
-    ideal["ba"] = kept / g.L * NS
+    # BA peak: 4 PEs per point and channel (3 bilinear + 1 probability MAC), whole array
+    ideal["ba"] = kept * 4 * g.D / peak
     ideal["out"] = Lq * C * C / peak
     cyc["total"] = sum(cyc[k] for k in PHASE_NAMES)
     ideal["total"] = sum(ideal[k] for k in PHASE_NAMES)
@@ -268,7 +290,9 @@ def _drains(cfg, g):
     FIFO.  ``sweep``: FWP finish (BA pipeline drained) -> last packed mask beat sent.
     """
     mm = g.mm_result_latency                   # I1 -> requantised MM result
-    n_last = g.n_att - (g.t_att - 1) * g.Cc    # logits of the last attention tile
+    # logits serialised before the pass's last one: the last tile's (one softmax), or
+    # its last head's (a softmax lane per head, ``att_lanes > 1``)
+    n_last = g.n_att - (g.t_att - 1) * g.Cc if g.att_lanes == 1 else g.L * g.P
     return {
         "keep": (mm + AttentionPath.LOGIT_FILL + n_last + Softmax.latency_first(cfg) +
                  cfg.n_lp + AttentionPath.KEEP_WRITE),

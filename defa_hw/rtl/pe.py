@@ -15,8 +15,9 @@ __all__ = ["PEMode", "ProcessingElement", "pe_widths", "PE_ROLES"]
 
 #: PE roles: "full" can do every PE job (MM MAC, lend a bilinear product, BA
 #: probability MAC); "interp" only MM MAC and lending, so its operand ``a`` and
-#: accumulator are narrower (3 of the 4 PEs of every BA group).
-PE_ROLES = ("full", "interp")
+#: accumulator are narrower (3 of the 4 PEs of every BA group); "mm" only MM MAC (the PEs
+#: beyond the BA groups when a head has fewer channels than the array has groups for).
+PE_ROLES = ("full", "interp", "mm")
 
 
 def pe_widths(cfg, role="full"):
@@ -32,6 +33,8 @@ def pe_widths(cfg, role="full"):
     """
     d = cfg.data_bits
     b_interp = max(d, cfg.coord_frac_bits + 1)
+    if role == "mm":
+        return d, d, cfg.mm_acc_bits
     if role == "interp":
         return d + 2, b_interp, cfg.mm_acc_bits
     if role == "full":

@@ -11,7 +11,7 @@ through a pipelined adder tree per column when the tile's ``last`` operation has
 landed.
 
 BA mode, one operation per cycle: one sampling point per level, ``ba_channels``
-channels.  The PEs form ``ba_channels * n_levels`` groups of 4 (channel-major,
+channels (at most ``head_dim``; the PEs beyond the groups then only do MM).  The PEs form ``ba_channels * n_levels`` groups of 4 (channel-major,
 group ``g = c * n_levels + l`` owns flat PEs ``4g .. 4g+3``, flat index
 ``p = j * pe_rows + i``): PEs 0..2 lend their multipliers to the group's
 bilinear datapath (:func:`~defa_hw.bilinear.bilinear_diffs`, 4 subtractors
@@ -215,6 +215,19 @@ class PEArray(wiring.Component):
                     pe.a.eq(Mux(s2_ba_op, s2_bil, self.x[i])),
                     pe.b.eq(Mux(s2_ba_op, s2_pb[l], self.w[i][j])),
                     pe.preload.eq(Mux(s2_ba_op, 0, self.bias[j]) if i == 0 else 0),
+                ]
+
+        # PEs outside the BA groups (ba_channels capped at head_dim) only do MM.
+        for i in range(R):
+            for j in range(C):
+                if (i, j) in pes:
+                    continue
+                pe = pes[i, j] = ProcessingElement(cfg, role="mm")
+                m.submodules[f"pe_{i}_{j}"] = pe
+                m.d.comb += [
+                    pe.valid.eq(self.valid & ~is_ba), pe.mode.eq(PEMode.MAC),
+                    pe.first.eq(self.first), pe.a.eq(self.x[i]), pe.b.eq(self.w[i][j]),
+                    pe.preload.eq(self.bias[j] if i == 0 else 0),
                 ]
 
         # Read-out: pipelined adder trees, registers load only when a tile's last

@@ -96,7 +96,7 @@ def _report_failures(log, workdir):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="tiny", choices=["tiny", "defa"])
+    ap.add_argument("--preset", default="tiny", choices=["tiny", "defa", "defa-xl"])
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--variant", default="inter", choices=sorted(VARIANTS))
     g.add_argument("--broken", nargs="?", const="bank", choices=["bank", "enable"],

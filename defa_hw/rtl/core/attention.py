@@ -1,7 +1,7 @@
 """Attention path of ``defa_core``: logit tiles -> serializer -> softmax -> PAP point mask,
 and the probability and keep-mask memories of the pass."""
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Array, C, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -95,6 +95,8 @@ class AttentionPath(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if self.geom.att_lanes > 1:
+            return self._elaborate_lanes()
         g = self.geom
         cfg, d = g.cfg, g.cfg.data_bits
         Cc, M, L, P, MQ = g.Cc, g.M, g.L, g.P, g.mq
@@ -118,12 +120,7 @@ class AttentionPath(wiring.Component):
             lend_read_port(m, pm, self.prob_rd[l])
             pms.append(pm.write_port())
         # one keep read port, lent to F in OFFSET and to the BA sequencer otherwise
-        rd = Signal.like(self.keep_rd_f.addr)
-        rd_en = Signal()
-        with m.If(self.phase == Phase.OFFSET):
-            m.d.comb += [rd.eq(self.keep_rd_f.addr), rd_en.eq(self.keep_rd_f.en)]
-        with m.Else():
-            m.d.comb += [rd.eq(self.keep_rd_ba.addr), rd_en.eq(self.keep_rd_ba.en)]
+        rd, rd_en = self._keep_reader(m)
         m.d.comb += [km_r.addr.eq(rd), km_r.en.eq(rd_en),
                      self.keep_rd_f.data.eq(km_r.data), self.keep_rd_ba.data.eq(km_r.data)]
 
@@ -192,3 +189,168 @@ class AttentionPath(wiring.Component):
             m.d.sync += [groups_done.eq(0), pr_i.eq(0), pr_head.eq(0)]
         return m
 
+    def _keep_reader(self, m):
+        """The keep-read address and enable of the active reader: F in OFFSET, the BA
+        sequencer otherwise (never both at once)."""
+        rd = Signal.like(self.keep_rd_f.addr)
+        rd_en = Signal()
+        with m.If(self.phase == Phase.OFFSET):
+            m.d.comb += [rd.eq(self.keep_rd_f.addr), rd_en.eq(self.keep_rd_f.en)]
+        with m.Else():
+            m.d.comb += [rd.eq(self.keep_rd_ba.addr), rd_en.eq(self.keep_rd_ba.en)]
+        return rd, rd_en
+
+    def _elaborate_lanes(self):
+        """``att_lanes`` softmax lanes: head ``m`` of query ``q`` goes to lane
+        ``(q mod att_rq) * n_heads + m``, so a lane gets a head every ``att_rq`` queries,
+        no sooner than its softmax has taken the previous one's L*P logits.  Each lane
+        has its own probability memories (per level) and keep memory, word ``q div
+        att_rq``; the read ports lent out decode the usual addresses into lane and word."""
+        g = self.geom
+        cfg, d = g.cfg, g.cfg.data_bits
+        Cc, M, L, P, MQ = g.Cc, g.M, g.L, g.P, g.mq
+        K, RQ = g.att_lanes, g.att_rq
+        LP = L * P
+        HPT = Cc // LP                                # heads per full logit tile
+        WORDS = -(-MQ // RQ)                          # heads per lane and pass
+        m = Module()
+
+        # ---- logit tiles (with their query) -> the lanes' head slots --------------------
+        jtb = bits_for(g.t_att)
+        m.submodules.logit_fifo = lfifo = SyncFIFOBuffered(
+            width=Cc * d + jtb + bits_for(MQ), depth=g.attn_cap)
+        res = self.res
+        w_jt = Signal(jtb)                             # the tag's jt may have no bits
+        m.d.comb += w_jt.eq(res.tag.jt)
+        m.d.comb += [lfifo.w_data.eq(Cat(res.codes, w_jt, res.tag.q)),
+                     lfifo.w_en.eq(res.valid & (res.tag.kind == MMKind.ATTN))]
+        f_codes = lfifo.r_data[:Cc * d]
+        f_jt = lfifo.r_data[Cc * d:Cc * d + jtb]
+        f_q = lfifo.r_data[Cc * d + jtb:]
+        n_last = g.n_att - (g.t_att - 1) * Cc
+        f_n = Mux(f_jt == g.t_att - 1, n_last // LP, HPT)    # heads in the tile
+        f_set = divmod_const(f_q, RQ)[1] * M + f_jt * HPT     # lane of its first head
+
+        lanes = []
+        for k in range(K):
+            smax = Softmax(cfg)
+            pmask = PointMask(cfg, count_bits=self.count_bits)
+            m.submodules[f"softmax{k}"] = smax
+            m.submodules[f"pmask{k}"] = pmask
+            m.d.comb += [
+                pmask.threshold.eq(self.threshold), pmask.threshold_we.eq(self.threshold_we),
+                pmask.enable.eq(self.enable), pmask.stat_clear.eq(self.start),
+                smax.logit_frac_bits.eq(self.logit_frac),
+                pmask.prob.valid.eq(smax.probs.valid),
+                pmask.prob.payload.eq(smax.probs.payload),
+                smax.probs.ready.eq(pmask.prob.ready),
+                pmask.point.ready.eq(1), pmask.mask.ready.eq(1),
+            ]
+            want, codes = C(0, 1), C(0, LP * d)
+            for i in reversed(range(HPT)):
+                hit = (i < f_n) & (f_set + i == k)
+                want = want | hit
+                codes = Mux(hit, f_codes[i * LP * d:(i + 1) * LP * d], codes)
+            lanes.append({"smax": smax, "pmask": pmask, "want": want, "codes": codes,
+                          "valid": Signal(name=f"ser{k}_valid"),
+                          "buf": Signal(LP * d, name=f"ser{k}_codes"),
+                          "idx": Signal(rng(LP), name=f"ser{k}_idx")})
+        # A slot is free when empty or giving its last logit this cycle (back to back).
+        for ln in lanes:
+            ln["last"] = ln["valid"] & ln["smax"].logits.ready & (ln["idx"] == LP - 1)
+        take = lfifo.r_rdy
+        for ln in lanes:
+            take = take & (~ln["want"] | ~ln["valid"] | ln["last"])
+        m.d.comb += [lfifo.r_en.eq(take), self.tile_taken.eq(take)]
+        for ln in lanes:
+            smax = ln["smax"]
+            m.d.comb += [smax.logits.valid.eq(ln["valid"]),
+                         smax.logits.payload.eq(ln["buf"].word_select(ln["idx"], d))]
+            with m.If(take & ln["want"]):
+                m.d.sync += [ln["valid"].eq(1), ln["buf"].eq(ln["codes"]), ln["idx"].eq(0)]
+            with m.Elif(ln["last"]):
+                m.d.sync += ln["valid"].eq(0)
+            with m.Elif(ln["valid"] & smax.logits.ready):
+                m.d.sync += ln["idx"].eq(ln["idx"] + 1)
+
+        # ---- per lane: probabilities and keep words into the lane's memories ------------
+        probs = [[None] * K for _ in range(L)]
+        keeps = []
+        written = 0
+        for k, ln in enumerate(lanes):
+            smax, pmask = ln["smax"], ln["pmask"]
+            pr_i = Signal(rng(LP), name=f"pr{k}_i")
+            pr_h = Signal(rng(WORDS + 1), name=f"pr{k}_h")
+            pr_lvl, pr_p = divmod_const(pr_i, P)
+            pr_acc = smax.probs.valid & smax.probs.ready
+            for l in range(L):
+                pm = add_memory(m, f"prob{l}_lane{k}", cfg.prob_bits, WORDS * P)
+                pw = pm.write_port()
+                m.d.comb += [pw.addr.eq(pr_h * P + pr_p), pw.data.eq(smax.probs.payload),
+                             pw.en.eq(pr_acc & (pr_lvl == l))]
+                probs[l][k] = pm
+            with m.If(pr_acc):
+                with m.If(pr_i == LP - 1):
+                    m.d.sync += [pr_i.eq(0), pr_h.eq(pr_h + 1)]
+                with m.Else():
+                    m.d.sync += pr_i.eq(pr_i + 1)
+            kw_h = Signal(rng(WORDS + 1), name=f"keep{k}_h")
+            km = add_memory(m, f"keep_lane{k}", LP, WORDS)
+            kw = km.write_port()
+            m.d.comb += [kw.addr.eq(kw_h), kw.data.eq(pmask.mask.payload.keep),
+                         kw.en.eq(pmask.mask.valid)]
+            with m.If(pmask.mask.valid):
+                m.d.sync += kw_h.eq(kw_h + 1)
+            keeps.append(km)
+            written = written + pmask.mask.valid
+            with m.If(self.pass_start):
+                m.d.sync += [pr_i.eq(0), pr_h.eq(0), kw_h.eq(0)]
+        groups_done = Signal(rng(MQ * M + 1))        # keep words written in this pass
+        m.d.sync += groups_done.eq(groups_done + written)
+        with m.If(self.pass_start):
+            m.d.sync += groups_done.eq(0)
+
+        def lane_word(q, mm):
+            qd, qr = divmod_const(q, RQ)
+            return qr * M + mm, qd
+
+        # ---- lent read ports: (query, head[, point]) -> lane, word ---------------------
+        for l in range(L):
+            rd = self.prob_rd[l]
+            qm, p = divmod_const(rd.addr, P)
+            q, mm = divmod_const(qm, M)
+            lane, word = lane_word(q, mm)
+            sel = Signal(rng(K), name=f"prob{l}_sel")
+            with m.If(rd.en):
+                m.d.sync += sel.eq(lane)
+            datas = []
+            for k in range(K):
+                rp = probs[l][k].read_port()
+                m.d.comb += [rp.addr.eq(word * P + p), rp.en.eq(rd.en)]
+                datas.append(rp.data)
+            m.d.comb += rd.data.eq(Array(datas)[sel])
+        # one keep read port per lane, lent to F in OFFSET and to the BA sequencer otherwise
+        rd, rd_en = self._keep_reader(m)
+        q, mm = divmod_const(rd, M)
+        lane, word = lane_word(q, mm)
+        ksel = Signal(rng(K))
+        with m.If(rd_en):
+            m.d.sync += ksel.eq(lane)
+        kdatas = []
+        for km in keeps:
+            rp = km.read_port()
+            m.d.comb += [rp.addr.eq(word), rp.en.eq(rd_en)]
+            kdatas.append(rp.data)
+        kdata = Array(kdatas)[ksel]
+        m.d.comb += [self.keep_rd_f.data.eq(kdata), self.keep_rd_ba.data.eq(kdata)]
+
+        total = sum(ln["pmask"].points_total for ln in lanes)
+        pruned = sum(ln["pmask"].points_pruned for ln in lanes)
+        busy = Cat(*[ln["valid"] for ln in lanes]).any()
+        m.d.comb += [
+            self.points_total.eq(total), self.points_pruned.eq(pruned),
+            self.keep_done.eq(groups_done == self.nq_pass * M),
+            self.idle.eq(~lfifo.r_rdy & ~busy),
+            self.drained.eq(~lfifo.r_rdy & ~busy & self.keep_done),
+        ]
+        return m

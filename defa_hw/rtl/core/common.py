@@ -10,7 +10,7 @@ from amaranth.lib import data, enum
 from amaranth.lib.memory import Memory, ReadPort
 from amaranth.utils import bits_for, ceil_log2
 
-from defa_hw.rtl.core.interface import check_core_config, offset_banks
+from defa_hw.rtl.core.interface import check_core_config, offset_banks, offset_group
 from defa_hw.rtl.pe_array import PEArray
 from defa_hw.rtl.requant import Requant
 
@@ -34,7 +34,9 @@ class CoreGeometry:
     Attributes
     ----------
     kc : K chunks per MM tile; n_att : points per query; t_att, t_c : attention and
-    value / output tiles; B : points per offset tile; n_slices : BA slices per head;
+    value / output tiles; B : points per offset tile; Bg, n_groups : lanes per offset-gather
+    group and groups (copies of the offset weights); att_lanes, att_rq : softmax lanes and
+    the queries that take turns over them (1, 1 when one softmax keeps up); n_slices : BA slices per head;
     wr_beats : value-buffer writes per value tile; pe_latency : PE array latency;
     mm_result_latency : issue (I1) -> requantised MM result; attn_cap, out_cap : MM
     tiles that may be in flight towards the logit / result FIFO (their depths).
@@ -52,7 +54,18 @@ class CoreGeometry:
         self.t_att = -(-self.n_att // self.Cc)           # attention output tiles
         self.t_c = self.C // self.Cc                     # value / output tiles
         self.B = offset_banks(cfg)                       # points per offset tile
+        self.Bg = offset_group(cfg)                      # lanes per offset-gather group
+        self.n_groups = self.B // self.Bg                # copies of the offset weights
         self.n_slices = self.D // cfg.ba_channels
+        # Softmax lanes: one softmax takes a logit per cycle, i.e. L*P cycles per head.
+        # When ATTN's MM issues a query faster than n_att cycles, every head has a lane
+        # of its own, and consecutive queries take turns over att_rq lane sets.
+        lp = self.L * self.P
+        if self.t_att * self.kc >= self.n_att:
+            self.att_rq, self.att_lanes = 1, 1
+        else:
+            self.att_rq = -(-lp // (self.t_att * self.kc))
+            self.att_lanes = self.M * self.att_rq
         self.acc = cfg.mm_acc_bits
         self.wr_beats = self.Cc // cfg.ba_channels       # buffer writes per value tile
         self.pe_latency = PEArray.latency(cfg)
@@ -69,6 +82,8 @@ class CoreGeometry:
         mem = {
             "weights (Wv, Ws, Wa, Wo)": (2 * self.C + n_off + self.t_att * self.Cc) * self.C * d,
             "biases": (2 * self.C + n_off + self.t_att * self.Cc) * self.acc,
+            "offset weight copies (lane groups beyond the first)":
+                (self.n_groups - 1) * n_off * (self.C * d + self.acc),
             "offset gather staging (3 batches)": self.B * 3 * self.kc * 2 * self.R * d,
             "queries + reference points (x2, double-buffered)":
                 2 * self.mq * (self.C * d + self.L * 2 * cfg.ref_frac_bits),

@@ -34,7 +34,7 @@ from defa_hw.config import CoreConfigError
 
 __all__ = ["WeightTarget", "ResultKind", "weight_rows", "weight_beat_layout",
            "fmap_beat_layout", "fmap_request_layout", "ref_layout", "query_beat_layout", "mask_bits_per_beat",
-           "result_beat_layout", "offset_banks", "check_core_config", "CoreConfigError"]
+           "result_beat_layout", "offset_banks", "offset_group", "check_core_config", "CoreConfigError"]
 
 
 
@@ -43,24 +43,43 @@ def check_core_config(cfg):
 
     * ``pe_cols`` even: the offset phase computes the (x, y) rows of one sampling point
       in a pair of adjacent PE columns.
-    * ``d_model / pe_rows`` a multiple of ``pe_cols / 2`` and ``>= pe_cols``: the offset
-      weights are stored skewed over ``pe_cols / 2`` banks so that a batch of
-      ``pe_cols / 2`` arbitrary points is gathered without bank conflicts (one chunk per
-      bank per cycle) in ``d_model / pe_rows`` cycles, which also leaves time to fetch
-      the batch's biases one per cycle.
-    * ``4 * n_levels <= d_model``: a value-projection tile's ``pe_cols / ba_channels``
-      buffer writes fit in the ``d_model / pe_rows`` cycles of the next tile.
+    * ``d_model / pe_rows >= 2``: the offset weights are stored skewed over the banks of
+      a lane group (:func:`offset_group`), which needs at least 2 K chunks per tile.
+    * a value-projection tile's ``pe_cols / ba_channels`` buffer writes (a whole
+      number) fit in the ``d_model / pe_rows`` cycles of the next tile.
     """
     if cfg.pe_cols % 2:
         raise CoreConfigError(f"defa_core needs an even pe_cols (got {cfg.pe_cols}): point "
                               f"(x, y) offsets use a pair of PE columns")
     kc = cfg.d_model // cfg.pe_rows
-    if kc % (cfg.pe_cols // 2) or kc < cfg.pe_cols:
-        raise CoreConfigError(f"defa_core needs d_model / pe_rows ({kc}) to be a multiple of "
-                              f"pe_cols / 2 ({cfg.pe_cols // 2}) and at least pe_cols "
-                              f"({cfg.pe_cols}) (skewed offset-weight banks, bias gather)")
-    if 4 * cfg.n_levels > cfg.d_model:
-        raise CoreConfigError("defa_core needs 4 * n_levels <= d_model")
+    if kc < 2:
+        raise CoreConfigError(f"defa_core needs d_model / pe_rows >= 2 (got {kc}): the "
+                              f"offset weights are skewed over the K chunks of a tile")
+    kc_att = -(-cfg.n_heads * cfg.n_lp // cfg.pe_cols) * kc
+    if kc_att < cfg.n_heads * cfg.n_lp and cfg.pe_cols % cfg.n_lp:
+        raise CoreConfigError(
+            f"defa_core needs pe_cols ({cfg.pe_cols}) to be a multiple of n_levels * "
+            f"n_points ({cfg.n_lp}) when ATTN outruns one softmax: each head's logits then "
+            f"go to a softmax lane of their own, whole heads per tile")
+    if cfg.pe_cols % cfg.ba_channels:
+        raise CoreConfigError(
+            f"defa_core needs pe_cols ({cfg.pe_cols}) to be a multiple of ba_channels "
+            f"({cfg.ba_channels}): a value tile is written to the buffers in whole BA words")
+    wr_beats = cfg.pe_cols // cfg.ba_channels
+    if wr_beats > kc:
+        raise CoreConfigError(
+            f"defa_core needs pe_cols / ba_channels ({wr_beats}) <= d_model / pe_rows ({kc}):"
+            f" a value tile's buffer writes must fit in the next tile's cycles")
+
+
+def offset_group(cfg):
+    """Lanes per offset-gather group, ``Bg``: the largest divisor of both ``B = pe_cols /
+    2`` and ``Kc = d_model / pe_rows`` with ``2 * Bg <= Kc``.  Each of the ``B / Bg``
+    groups has its own copy of the skewed offset-weight banks (``Bg`` banks), so a
+    batch of ``B`` arbitrary points is gathered in ``Kc`` cycles without a conflict and
+    the group's ``Bg`` biases one per cycle."""
+    kc, b = cfg.d_model // cfg.pe_rows, cfg.pe_cols // 2
+    return max(d for d in range(1, b + 1) if b % d == 0 and kc % d == 0 and 2 * d <= kc)
 
 
 class WeightTarget(_pyenum.IntEnum):
@@ -154,6 +173,6 @@ def result_beat_layout(cfg):
 
 
 def offset_banks(cfg):
-    """Skewed offset-weight banks: ``B = pe_cols / 2``; chunk ``k`` of point ``pt`` lives in
-    bank ``(pt + k) % B`` at word ``pt * (Kc / B) + k // B`` (``Kc = d_model / pe_rows``)."""
+    """Points per offset batch, ``B = pe_cols / 2`` (one pair of PE columns each); their
+    weights come from ``B / Bg`` lane groups (:func:`offset_group`)."""
     return cfg.pe_cols // 2

@@ -10,10 +10,11 @@ per cycle; the write-back stores the batch's offsets in the per-level offset mem
 from amaranth import Array, C, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
-from defa_hw.rtl.core.common import check_geometry, MMKind, add_memory, divmod_const, lend_read_port, lowest_one, read_signature, rng
+from defa_hw.rtl.core.common import check_geometry, MMKind, add_memory, divmod_const, popcount, read_signature, rng
 from defa_hw.rtl.core.controller import Phase
 from defa_hw.rtl.core.mm_issue import mm_result_signature, offset_op_layout
 
@@ -27,16 +28,19 @@ class OffsetGather(wiring.Component):
 
     * ``kr_`` keep reader: reads the pass's keep words in order into a 4-word FIFO,
       once the attention path has written all of them (``keep_done``).
-    * ``f_`` F: one kept point per cycle (at least one cycle per head); emits a batch
+    * ``f_`` F: one step per cycle takes a head's remaining kept points, as many as the
+      batch has room for (one step per head, plus one per batch it fills); emits a batch
       ``fg_`` of up to ``B`` points at B points or at the end of a query.
-    * ``g_`` / ``g1_`` G: ``kc`` cycles per batch; in cycle ``c`` lane ``i`` reads chunk
-      ``k_i = (c + i - pt_i) mod kc`` from bank ``(pt_i + k_i) mod B = (c + i) mod B``,
-      so the B lanes never share a bank; ``g1_`` writes the staging buffer a cycle later.
+    * ``g_`` / ``g1_`` G: ``kc`` cycles per batch; lane ``i = gi * Bg + j`` reads its
+      group's copy of the banks: in cycle ``c`` chunk ``k_i = (c + j - pt_i) mod kc``
+      from bank ``(pt_i + k_i) mod Bg = (c + j) mod Bg``, so the lanes of a group never
+      share a bank; ``g1_`` writes the staging buffer a cycle later.
       Three staging buffers (G writing, one batch queued, M reading) let G run one batch
       ahead of M, so M issues back to back.
     * ``gm_`` the gathered-batch queue, ``mo_`` M: offers chunk ``k`` of the batch on
       ``op`` each cycle; ``tile`` / ``bias`` are the operands one cycle after.
-    * ``wb_`` write-back: up to B offsets per result, one per level and cycle.
+    * ``wb_`` write-back: a result's B offsets in one cycle (one memory per level and
+      head, a word per query, written per point).
     * ``bids``: queries whose batches are in flight (BA may start once it is empty).
 
     Parameters
@@ -53,8 +57,8 @@ class OffsetGather(wiring.Component):
         Every keep word of the pass is written.
     keep_rd : In(read port)
         The keep memory (word ``query * n_heads + head``).
-    offset_rd : In(read port) x B x (kc / B), offset_bias_rd : In(read port)
-        The weight store's skewed offset-weight banks and offset biases.
+    offset_rd : In(read port) x n_groups x Bg x (kc / Bg), offset_bias_rd : In(read port) x n_groups
+        The weight store's skewed offset-weight banks and offset biases (a copy per group).
     res : In(MM results)
         OFFSET tiles (other kinds are ignored).
     op : Out(stream of :func:`~defa_hw.rtl.core.mm_issue.offset_op_layout`)
@@ -99,8 +103,9 @@ class OffsetGather(wiring.Component):
             "phase": In(Phase), "pass_start": In(1), "nq_pass": In(rng(g.mq + 1)),
             "keep_done": In(1),
             "keep_rd": In(read_signature(g.L * g.P, g.mq * g.M)),
-            "offset_rd": In(read_signature(2 * g.R * d, g.n_att)).array(g.B, g.kc // g.B),
-            "offset_bias_rd": In(read_signature(2 * g.acc, g.n_att)),
+            "offset_rd": In(read_signature(2 * g.R * d, g.n_att)).array(
+                g.n_groups, g.Bg, g.kc // g.Bg),
+            "offset_bias_rd": In(read_signature(2 * g.acc, g.n_att)).array(g.n_groups),
             "res": In(mm_result_signature(g)),
             "op": Out(stream.Signature(offset_op_layout(g))),
             "tile": Out(g.B * 2 * g.R * d),
@@ -125,11 +130,25 @@ class OffsetGather(wiring.Component):
         for i in range(B):
             tm = add_memory(m, f"stage{i}", 2 * R * d, 3 * KC)
             tms.append((tm.read_port(), tm.write_port()))
-        oms = []
+        # Offsets: one memory per (level, head), word = query, P points per word (written
+        # per point), so the write-back stores a whole batch in one cycle.
+        oms = {}
         for l in range(L):
-            om = add_memory(m, f"offs{l}", 2 * d, MQ * M * P)
-            lend_read_port(m, om, self.offs_rd[l])
-            oms.append(om.write_port())
+            rd = self.offs_rd[l]
+            r_q, r_mp = divmod_const(rd.addr, M * P)
+            r_m, r_p = divmod_const(r_mp, P)
+            r_sel = Signal(rng(M * P), name=f"offs{l}_sel")
+            with m.If(rd.en):
+                m.d.sync += r_sel.eq(r_mp)
+            words = []
+            for mm in range(M):
+                om = Memory(shape=unsigned(P * 2 * d), depth=max(2, MQ), init=[])
+                m.submodules[f"offs{l}_m{mm}"] = om
+                rp = om.read_port()
+                m.d.comb += [rp.addr.eq(r_q), rp.en.eq(rd.en)]
+                words += [rp.data[p * 2 * d:(p + 1) * 2 * d] for p in range(P)]
+                oms[l, mm] = om.write_port(granularity=2 * d)
+            m.d.comb += rd.data.eq(Array(words)[r_sel])
 
         # ---- keep reader: the keep words of the pass, in order, through a FIFO ------------
         kr_head = Signal(rng(MQ * M + 1))            # next keep word to read
@@ -163,22 +182,40 @@ class OffsetGather(wiring.Component):
         m.submodules.batch_ids = bids = SyncFIFOBuffered(
             width=bits_for(MQ), depth=8 + -(-(LAT + 2) // KC))
 
+        # One step takes the head's remaining kept points, as many as the batch has room
+        # for (the lowest first): a point's slot is f_cnt + its rank among them.
         cur_bits = kfifo.r_data & ~f_used
-        has_pt = cur_bits.any()
-        idx = lowest_one(cur_bits, LP)
-        rest = cur_bits & ~(C(1, LP) << idx)[:LP]
-        head_end = ~rest.any()                          # this cycle finishes the word
+        room = B - f_cnt
+        ranks = [popcount(cur_bits, b) if b else C(0, 1) for b in range(LP)]
+        take = Cat(*[cur_bits[b] & (ranks[b] < room) for b in range(LP)])
+        n_cur = popcount(cur_bits, LP)
+        n_take = Mux(n_cur < room, n_cur, room)
+        rest = cur_bits & ~take
+        head_end = ~rest.any()                          # this step finishes the word
         q_end = head_end & (f_m == M - 1)
-        cnt_next = f_cnt + has_pt
+        cnt_next = f_cnt + n_take
         f_emit = (cnt_next == B) | (q_end & (cnt_next != 0))
         f_step = (in_offset & kfifo.r_rdy & ~f_done &
                   (~f_emit | (~fg_valid & bids.w_rdy)))
-        new_pt = f_m * LP + idx
+        slot_hit = []
+        slot_pt = []
+        for i in range(B):
+            hit, pt = C(0, 1), C(0, 1)
+            for b in reversed(range(LP)):
+                here = take[b] & (f_cnt + ranks[b] == i)
+                hit = hit | here
+                pt = Mux(here, b, pt)
+            hs = Signal(name=f"f_hit{i}")
+            ps = Signal(range(g.n_att), name=f"f_pt{i}")
+            m.d.comb += [hs.eq(hit), ps.eq(f_m * LP + pt)]
+            slot_hit.append(hs)
+            slot_pt.append(ps)
         m.d.comb += kfifo.r_en.eq(f_step & head_end)
         with m.If(f_step):
-            with m.If(has_pt):
-                m.d.sync += f_pts[f_cnt].eq(new_pt)
-            m.d.sync += [f_used.eq(Mux(head_end, 0, f_used | (C(1, LP) << idx)[:LP])),
+            for i in range(B):
+                with m.If(slot_hit[i]):
+                    m.d.sync += f_pts[i].eq(slot_pt[i])
+            m.d.sync += [f_used.eq(Mux(head_end, 0, f_used | take)),
                          f_cnt.eq(Mux(f_emit, 0, cnt_next))]
             with m.If(head_end):
                 with m.If(f_m == M - 1):
@@ -190,13 +227,15 @@ class OffsetGather(wiring.Component):
             with m.If(f_emit):
                 m.d.sync += [fg_valid.eq(1), fg_q.eq(f_q), fg_cnt.eq(cnt_next)]
                 for i in range(B):
-                    m.d.sync += fg_pts[i].eq(Mux((f_cnt == i) & has_pt, new_pt, f_pts[i]))
+                    m.d.sync += fg_pts[i].eq(Mux(slot_hit[i], slot_pt[i], f_pts[i]))
         m.d.comb += [bids.w_data.eq(f_q), bids.w_en.eq(f_step & f_emit)]
 
         # ---- G: gather the batch's weight rows into a staging buffer ------------------------
+        # Lane i = group gi * Bg + j; group gi reads its own copy of the banks.
+        BG, NG = g.Bg, g.n_groups
         g_active = Signal()
         g_c = Signal(rng(KC))
-        g_rot = Signal(rng(B))
+        g_rot = Signal(rng(BG))
         g_buf = Signal(rng(3))
         g_q = Signal(rng(MQ))
         g_cnt = Signal(rng(B + 1))
@@ -204,10 +243,10 @@ class OffsetGather(wiring.Component):
         g_k = [Signal(rng(KC), name=f"g_k{i}") for i in range(B)]
         g_bias = Signal(bias_layout)
         g1_valid = Signal()
-        g1_rot = Signal(rng(B))
+        g1_rot = Signal(rng(BG))
         g1_buf = Signal(rng(3))
         g1_k = [Signal(rng(KC), name=f"g1_k{i}") for i in range(B)]
-        g1_bias_slot = Signal(rng(B + 1))
+        g1_bias_slot = Signal(rng(BG + 1))
         buf_busy = Signal(3)
         free_idx = Mux(~buf_busy[0], 0, Mux(~buf_busy[1], 1, 2))
         any_free = ~buf_busy.all()
@@ -217,37 +256,41 @@ class OffsetGather(wiring.Component):
             m.d.sync += [g_active.eq(1), g_c.eq(0), g_rot.eq(0), g_q.eq(fg_q), g_buf.eq(free_idx),
                          g_cnt.eq(fg_cnt), g_pts.eq(fg_pts), fg_valid.eq(0)]
             for i in range(B):
-                # k_i(0) = (i - pt_i) mod Kc
-                m.d.sync += g_k[i].eq(divmod_const(i + KC * g.n_att - fg_pts[i], KC)[1])
+                # k_i(0) = (j - pt_i) mod Kc, j = i mod Bg
+                m.d.sync += g_k[i].eq(divmod_const(i % BG + KC * g.n_att - fg_pts[i], KC)[1])
         with m.Elif(g_last):
             m.d.sync += g_active.eq(0)
-        lane_pt = Array(g_pts[i] for i in range(B))
-        for b in range(B):
-            lane = divmod_const(b + B - g_rot, B)[1]
-            for rp in self.offset_rd[b]:
-                m.d.comb += [rp.addr.eq(lane_pt[lane]), rp.en.eq(g_active)]
-        m.d.comb += self.offset_bias_rd.addr.eq(
-            lane_pt[g_c[:bits_for(B - 1)] if B > 1 else 0])
+        for gi in range(NG):
+            lane_pt = Array(g_pts[gi * BG + j] for j in range(BG))
+            for b in range(BG):
+                lane = divmod_const(b + BG - g_rot, BG)[1]
+                for rp in self.offset_rd[gi][b]:
+                    m.d.comb += [rp.addr.eq(lane_pt[lane]), rp.en.eq(g_active)]
+            m.d.comb += self.offset_bias_rd[gi].addr.eq(
+                lane_pt[g_c[:bits_for(BG - 1)] if BG > 1 else 0])
         m.d.sync += [g1_valid.eq(g_active), g1_rot.eq(g_rot), g1_buf.eq(g_buf)]
         m.d.sync += [g1_k[i].eq(g_k[i]) for i in range(B)]
-        m.d.sync += g1_bias_slot.eq(Mux(g_active & (g_c < B), g_c, B))
+        m.d.sync += g1_bias_slot.eq(Mux(g_active & (g_c < BG), g_c, BG))
         with m.If(g_active & ~g_last):
-            m.d.sync += [g_c.eq(g_c + 1), g_rot.eq(Mux(g_rot == B - 1, 0, g_rot + 1))]
+            m.d.sync += [g_c.eq(g_c + 1), g_rot.eq(Mux(g_rot == BG - 1, 0, g_rot + 1))]
             for i in range(B):
                 m.d.sync += g_k[i].eq(Mux(g_k[i] == KC - 1, 0, g_k[i] + 1))
-        bank_data = Array(Array(rp.data for rp in self.offset_rd[b]) for b in range(B))
         for i in range(B):
+            gi, j = divmod(i, BG)
+            bank_data = Array(Array(rp.data for rp in self.offset_rd[gi][b]) for b in range(BG))
             tw = tms[i][1]
-            src_b = divmod_const(i + g1_rot, B)[1]
-            src_s = divmod_const(g1_k[i], B)[0]
+            src_b = divmod_const(j + g1_rot, BG)[1]
+            src_s = divmod_const(g1_k[i], BG)[0]
             m.d.comb += [tw.addr.eq(g1_buf * KC + g1_k[i]), tw.data.eq(bank_data[src_b][src_s]),
                          tw.en.eq(g1_valid)]
-        # Bias of slot c arrives in cycle c + 1 (c < B < Kc): bypass it into the copy.
+        # Bias of a group's slot c arrives in cycle c + 1 (c < Bg < Kc): bypass it into
+        # the copy.
         g_bias_now = Signal.like(g_bias)
         m.d.comb += g_bias_now.eq(g_bias)
-        with m.If(g1_bias_slot < B):
-            m.d.comb += Array(g_bias_now[i] for i in range(B))[g1_bias_slot].eq(
-                self.offset_bias_rd.data)
+        with m.If(g1_bias_slot < BG):
+            for gi in range(NG):
+                m.d.comb += Array(g_bias_now[gi * BG + j] for j in range(BG))[g1_bias_slot].eq(
+                    self.offset_bias_rd[gi].data)
         m.d.sync += g_bias.eq(g_bias_now)
         # Gathered batches queue for M; the SyncFIFOBuffered's 2-cycle latency covers the
         # last chunk, written one cycle after G's last read.
@@ -295,45 +338,33 @@ class OffsetGather(wiring.Component):
                       C(1, 3) << Mux(mo_take, gm.buf, mo_buf), 0)[:3]
         m.d.sync += buf_busy.eq((buf_busy | buf_set) & ~buf_clr)
 
-        # ---- write-back: up to B points, one per level and cycle -----------------------------
+        # ---- write-back: the whole batch in one cycle (one word per level and head) --------
         res = self.res
         wb_pend = Signal(B)
         wb_q = Signal(rng(MQ))
         wb_pts = Signal(pts_layout)
         wb_codes = Signal(g.Cc * d)
         wb_new = res.valid & (res.tag.kind == MMKind.OFFSET)
-        pt_m = [divmod_const(wb_pts[i], LP) for i in range(B)]
-        pt_l = [divmod_const(pt_m[i][1], P) for i in range(B)]   # (level, p)
-        cleared = []
-        for l in range(L):
-            sel = Const(0, B)
-            taken = Const(0, 1)
-            for i in range(B):
-                hit = wb_pend[i] & (pt_l[i][0] == l) & ~taken
-                sel = sel | (hit << i)
-                taken = taken | hit
-            sel_s = Signal(B, name=f"wb_sel{l}")
-            m.d.comb += sel_s.eq(sel)
-            cleared.append(sel_s)
-            addr = 0
-            word = 0
-            for i in reversed(range(B)):
-                addr = Mux(sel_s[i], (wb_q * M + pt_m[i][0]) * P + pt_l[i][1], addr)
-                word = Mux(sel_s[i], wb_codes[2 * i * d:(2 * i + 2) * d], word)
-            ow = oms[l]
-            m.d.comb += [ow.addr.eq(addr), ow.data.eq(word), ow.en.eq(sel_s.any())]
-        acc_clear = cleared[0]
-        for s_ in cleared[1:]:
-            acc_clear = acc_clear | s_
-        # Results of two batches are >= Kc >= B cycles apart: the previous batch is written.
+        for (l, mm), ow in oms.items():
+            en, word = [], []
+            for p in range(P):
+                pt = (mm * L + l) * P + p
+                hit, code = C(0, 1), C(0, 2 * d)
+                for i in reversed(range(B)):
+                    here = wb_pend[i] & (wb_pts[i] == pt)
+                    hit = hit | here
+                    code = Mux(here, wb_codes[2 * i * d:(2 * i + 2) * d], code)
+                en.append(hit)
+                word.append(code)
+            m.d.comb += [ow.addr.eq(wb_q), ow.data.eq(Cat(*word)), ow.en.eq(Cat(*en))]
+        # Results of two batches are >= Kc >= 2 cycles apart: the previous one is written.
         with m.If(wb_new):
             m.d.sync += [wb_pend.eq(((C(1, B + 1) << res.tag.cnt) - 1)[:B]),
                          wb_q.eq(res.tag.q), wb_pts.eq(res.tag.pts),
                          wb_codes.eq(res.codes)]
         with m.Else():
-            m.d.sync += wb_pend.eq(wb_pend & ~acc_clear)
-        wb_finish = (wb_pend != 0) & ((wb_pend & ~acc_clear) == 0)
-        m.d.comb += bids.r_en.eq(wb_finish)
+            m.d.sync += wb_pend.eq(0)
+        m.d.comb += bids.r_en.eq(wb_pend != 0)
 
         # ---- exits ------------------------------------------------------------------------
         m.d.comb += [

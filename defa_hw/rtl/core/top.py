@@ -209,14 +209,16 @@ class DefaCore(wiring.Component):
         # ---- memories lent between units -----------------------------------------------------
         for k in range(g.kc):
             wiring.connect(m, ws.tile_rd[k], mm.tile_rd[k])
-        for b in range(g.B):
-            for s_ in range(g.kc // g.B):
-                wiring.connect(m, ws.offset_rd[b][s_], og.offset_rd[b][s_])
+        for gi in range(g.n_groups):
+            wiring.connect(m, ws.offset_bias_rd[gi], og.offset_bias_rd[gi])
+            for b in range(g.Bg):
+                for s_ in range(g.kc // g.Bg):
+                    wiring.connect(m, ws.offset_rd[gi][b][s_], og.offset_rd[gi][b][s_])
         for l in range(L):
             wiring.connect(m, at.prob_rd[l], ba.prob_rd[l])
             wiring.connect(m, og.offs_rd[l], ba.offs_rd[l])
         for a, b_ in ((ws.value_bias_rd, mm.value_bias_rd), (ws.attn_bias_rd, mm.attn_bias_rd),
-                      (ws.out_bias_rd, mm.out_bias_rd), (ws.offset_bias_rd, og.offset_bias_rd),
+                      (ws.out_bias_rd, mm.out_bias_rd),
                       (qb.query_rd, mm.query_rd), (qb.ref_rd, ba.ref_rd),
                       (qb.ref_rd_window, win.ref_rd),
                       (at.keep_rd_f, og.keep_rd), (at.keep_rd_ba, ba.keep_rd),

@@ -20,7 +20,8 @@ class WeightStore(wiring.Component):
     input needs one ``kc``:1 tile multiplexer, not one per matrix.
 
     Offset weights, skewed for the conflict-free gather: chunk ``k`` of point ``pt``
-    (its x and y rows) lives in bank ``(pt + k) mod B``, sub-memory ``k // B``, word ``pt``.
+    (its x and y rows) lives in bank ``(pt + k) mod Bg``, sub-memory ``k // Bg``, word
+    ``pt``, in each of the ``n_groups`` copies (one per gather lane group).
 
     Signal prefix: ``w_`` the load stage (one beat per cycle, no back-pressure).
 
@@ -38,10 +39,11 @@ class WeightStore(wiring.Component):
         MM weight tiles, one port per K chunk.
     value_bias_rd, attn_bias_rd, out_bias_rd : Out(read port)
         MM biases, one word (``pe_cols`` lanes) per output tile.
-    offset_rd : Out(read port) x B x (kc / B)
-        Offset-weight banks (bank, sub-memory); word ``pt`` holds the x and y rows' chunk.
-    offset_bias_rd : Out(read port)
-        Offset biases (x, y) of point ``pt``.
+    offset_rd : Out(read port) x n_groups x Bg x (kc / Bg)
+        Offset-weight banks (copy, bank, sub-memory); word ``pt`` holds the x and y rows'
+        chunk.
+    offset_bias_rd : Out(read port) x n_groups
+        Offset biases (x, y) of point ``pt`` (one copy per group).
     idle, drained : Out(1)
         No beat offered / writes take effect in the cycle they are accepted.
     """
@@ -57,8 +59,9 @@ class WeightStore(wiring.Component):
             "value_bias_rd": Out(read_signature(g.Cc * g.acc, g.t_c)),
             "attn_bias_rd": Out(read_signature(g.Cc * g.acc, g.t_att)),
             "out_bias_rd": Out(read_signature(g.Cc * g.acc, g.t_c)),
-            "offset_rd": Out(read_signature(2 * g.R * d, g.n_att)).array(g.B, g.kc // g.B),
-            "offset_bias_rd": Out(read_signature(2 * g.acc, g.n_att)),
+            "offset_rd": Out(read_signature(2 * g.R * d, g.n_att)).array(
+                g.n_groups, g.Bg, g.kc // g.Bg),
+            "offset_bias_rd": Out(read_signature(2 * g.acc, g.n_att)).array(g.n_groups),
             "idle": Out(1), "drained": Out(1),
         })
 
@@ -70,7 +73,7 @@ class WeightStore(wiring.Component):
 
     def elaborate(self, platform):
         g = self.geom
-        d, R, Cc, KC, B, ACC = g.cfg.data_bits, g.R, g.Cc, g.kc, g.B, g.acc
+        d, R, Cc, KC, B, ACC = g.cfg.data_bits, g.R, g.Cc, g.kc, g.Bg, g.acc
         W_BASE = self.tile_base(g)
         m = Module()
 
@@ -84,9 +87,11 @@ class WeightStore(wiring.Component):
         bv_w = memory("b_value", Cc * ACC, g.t_c, ACC, self.value_bias_rd)
         ba_w = memory("b_attn", Cc * ACC, g.t_att, ACC, self.attn_bias_rd)
         bo_w = memory("b_out", Cc * ACC, g.t_c, ACC, self.out_bias_rd)
-        ws = [[memory(f"w_offset_b{b}_s{s_}", 2 * R * d, g.n_att, R * d, self.offset_rd[b][s_])
-               for s_ in range(KC // B)] for b in range(B)]
-        bs_w = memory("b_offset", 2 * ACC, g.n_att, ACC, self.offset_bias_rd)
+        ws = [[[memory(f"w_offset_g{gi}_b{b}_s{s_}", 2 * R * d, g.n_att, R * d,
+                       self.offset_rd[gi][b][s_])
+                for s_ in range(KC // B)] for b in range(B)] for gi in range(g.n_groups)]
+        bs_w = [memory(f"b_offset_g{gi}", 2 * ACC, g.n_att, ACC, self.offset_bias_rd[gi])
+                for gi in range(g.n_groups)]
 
         wbeat = self.weights.payload
         m.d.comb += self.weights.ready.eq(~self.busy)
@@ -114,13 +119,16 @@ class WeightStore(wiring.Component):
         w_off = w_acc & (tgt == WeightTarget.OFFSET)
         w_rot = divmod_const(B - divmod_const(w_pt, B)[1], B)[1]     # (-pt) mod B
         for b in range(B):
-            for s_, w_ in enumerate(ws[b]):
-                # chunk k = s * B + (b - pt) mod B
-                r_ = divmod_const(b + w_rot, B)[1]
+            # chunk k = s * Bg + (b - pt) mod Bg, the same in every copy
+            r_ = divmod_const(b + w_rot, B)[1]
+            for s_ in range(KC // B):
                 chunk = Array(w_row[(s_ * B + r) * R * d:(s_ * B + r + 1) * R * d]
                               for r in range(B))[r_]
-                m.d.comb += [w_.addr.eq(w_pt), w_.data.eq(chunk.replicate(2)),
-                             w_.en.eq(Mux(w_off, w_xy, 0))]
-        m.d.comb += [bs_w.addr.eq(w_pt), bs_w.data.eq(wbeat.bias.as_unsigned().replicate(2)),
-                     bs_w.en.eq(Mux(w_off, w_xy, 0))]
+                for copy in ws:
+                    w_ = copy[b][s_]
+                    m.d.comb += [w_.addr.eq(w_pt), w_.data.eq(chunk.replicate(2)),
+                                 w_.en.eq(Mux(w_off, w_xy, 0))]
+        for bw in bs_w:
+            m.d.comb += [bw.addr.eq(w_pt), bw.data.eq(wbeat.bias.as_unsigned().replicate(2)),
+                         bw.en.eq(Mux(w_off, w_xy, 0))]
         return m
