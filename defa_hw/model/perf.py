@@ -203,7 +203,12 @@ def model(cfg, keep, fmap_mask, shapes, ref, *, max_queries=DEFAULT_MAX_QUERIES,
         # it, then M issues every batch back to back.
         cyc["offset"] += _offset_cycles(kept_heads[q0:q1], g, d["keep"])
         # BA: the pass's operations, plus a VALUE phase at every window miss.
-        ba = int(NS * G[q0:q1].sum()) + X
+        ops_q = NS * G[q0:q1].sum(axis=1)
+        ba = int(ops_q.sum()) + X
+        # The windows check query q+1 from q's first operation on (CHECK cycles, then the
+        # sequencer may start it): a query of fewer operations waits for that check.
+        short = np.maximum(0, ValueWindow.CHECK + 1 - ops_q[:-1])
+        ba += int(sum(int(s_) for i, s_ in enumerate(short) if q0 + i + 1 not in misses))
         # the first query may start once the pass's offsets are written
         offsets_at = d["offset"] + _last_batch_write(keep[q0:q1])
         for q in (q for q in range(q0, q1) if q in misses):
