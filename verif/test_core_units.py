@@ -87,8 +87,8 @@ GATHER_ARRAYS = {"tiny": {}, "8x8": {"pe_rows": 8, "pe_cols": 8},
                  "16x16": {"pe_rows": 16, "pe_cols": 16}}
 
 
-@pytest.mark.parametrize("array", GATHER_ARRAYS)
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed, array", [(0, "tiny"), (1, "tiny"), (2, "tiny"),
+                                         (0, "8x8"), (1, "16x16")])
 def test_offset_gather(seed, array):
     """Random keep masks: the gather hands the MM issuer exactly the kept points' offset
     weight rows (every K chunk, x and y) and biases, batch by batch, in F's order, each
