@@ -309,10 +309,13 @@ def _drains(cfg, g):
     }
 
 
-def predict(cfg, qb, gold, *, prune=True, max_queries=DEFAULT_MAX_QUERIES):
-    """Model cycles of a QuantizedBlock given its golden result (for the keep mask)."""
+def predict(cfg, qb, gold, *, prune=True, max_queries=DEFAULT_MAX_QUERIES,
+            first_query_delay=2):
+    """Model cycles of a QuantizedBlock given its golden result (for the keep mask);
+    ``first_query_delay``: cycles from START to the first query's issue (2 with a host
+    that offers it the cycle after START, as the cocotb testbench does)."""
     return model(cfg, gold["keep"], qb.fmap_mask, qb.shapes, qb.ref,
-                 max_queries=max_queries, prune=prune)
+                 max_queries=max_queries, prune=prune, first_query_delay=first_query_delay)
 
 
 # ---- extrapolation to the Deformable DETR encoder layer ---------------------------------
