@@ -54,11 +54,12 @@ def ba_schedule(neigh, t0, t1, t01, prob, keep, cfg):
 
 
 def pe_array_ba(neigh, t0, t1, t01, prob, keep, cfg):
-    """Exact aggregation accumulators of one head's channel slice, (ba_channels,).
+    """Exact aggregation accumulators of a tile's points, (ba_channels,).
 
     ``golden.bilinear.bilinear`` per point and channel, then
-    ``golden.aggregate.aggregate_acc`` over the ``L * P`` points; arguments as in
-    :func:`ba_schedule`.
+    ``golden.aggregate.aggregate_acc`` over the given points (arguments as in
+    :func:`ba_schedule`, any number of points).  The array returns one such tile per
+    level (``ba_acc[l]``); a head's aggregate is the sum over its levels' tiles.
     """
     neigh = np.asarray(neigh, dtype=np.int64)
     col = (lambda t: np.asarray(t, dtype=np.int64)[:, None])

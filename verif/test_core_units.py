@@ -198,31 +198,42 @@ def test_offset_gather(seed, array):
 
 # ---- BA sequencer -------------------------------------------------------------------------
 
+def _lane_ops(g, keep_q):
+    """One query's documented BA operations: every level lane takes the kept points of
+    its level, head by head, slice by slice (``(m, s, p, first, last)``); the query takes
+    ``max(1, longest lane)`` operations."""
+    lanes = []
+    for l in range(g.L):
+        ops = []
+        for h in range(g.M):
+            pts = [p for p in range(g.P) if keep_q[h, l * g.P + p]]
+            for s in range(g.n_slices):
+                ops += [(h, s, p, i == 0, i == len(pts) - 1) for i, p in enumerate(pts)]
+        lanes.append(ops)
+    return lanes, max(1, max(len(o) for o in lanes))
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_ba_sequencer(seed):
-    """Per (query, head, slice) the sequencer issues G = max(1, max_l kept_l) operations
-    back to back (docs/performance.md), operation g sampling the g-th kept point of every
-    level; the first comes START cycles after start_ok, done the cycle after the last."""
-    g = _geom()
+    """Per query every level lane issues its own kept points back to back
+    (docs/performance.md, BA); a query starts once its keep word is loaded (``n_heads``
+    reads per query, the first ``LOAD`` cycles into BA), start_ok is up, the value
+    windows hold its rows and the query ``SLOTS`` before it has been summed."""
+    g = CoreGeometry(preset("tiny"), 2 * BASequencer.SLOTS)
     rng = np.random.default_rng(100 + seed)
-    nq = int(rng.integers(1, MQ + 1))
+    nq = int(rng.integers(BASequencer.SLOTS + 1, g.mq + 1))
     keep = _keep_words(g, rng, nq)
     words = [_word(keep[q, h]) for q in range(nq) for h in range(g.M)]
-    want = []
+    want, length = [], []
     for q in range(nq):
-        for h in range(g.M):
-            kept = [[p for p in range(g.P) if keep[q, h, l * g.P + p]] for l in range(g.L)]
-            G = max(1, max(len(k) for k in kept))
-            for s in range(g.n_slices):
-                for o in range(G):
-                    want.append((q, h, s, o == 0, o == G - 1, s == 0,
-                                 h == g.M - 1 and s == g.n_slices - 1,
-                                 [o < len(kept[l]) for l in range(g.L)],
-                                 [kept[l][o] if o < len(kept[l]) else None
-                                  for l in range(g.L)]))
+        lanes, T = _lane_ops(g, keep[q])
+        length.append(T)
+        for t in range(T):
+            want.append((q, t == T - 1, [lanes[l][t] if t < len(lanes[l]) else None
+                                         for l in range(g.L)]))
     seq = BASequencer(g)
     got, cycles = [], []
-    HOLD = 5                                      # query 1 waits for its value rows
+    START_OK, HOLD, SUMMED = 3, 30, 60          # cycles (from BA) of the three gates
 
     async def bench(ctx):
         ctx.set(seq.nq_pass, nq)
@@ -230,43 +241,42 @@ def test_ba_sequencer(seed):
         await ctx.tick()
         ctx.set(seq.pass_start, 0)
         ctx.set(seq.phase, Phase.BA)
-        ctx.set(seq.win_ok, 1)
-        await ctx.tick().repeat(3)                # BA waits while start_ok is low
-        assert not ctx.get(seq.op.valid)
-        ctx.set(seq.start_ok, 1)
-        wq, held = 0, 0                           # the value windows' checked query
-        for cyc in range(len(want) + 20 + HOLD):
+        wq = 0                                    # the value windows' checked query
+        for cyc in range(len(want) + 400):
+            ctx.set(seq.start_ok, cyc >= START_OK)
             ctx.set(seq.win_q, wq)
-            ctx.set(seq.win_ok, not (wq == 1 and held < HOLD))
-            if wq == 1 and held < HOLD:
-                held += 1
+            ctx.set(seq.win_ok, not (wq == 1 and cyc < HOLD))
+            ctx.set(seq.summed, 0 if cyc < SUMMED else nq)
             if ctx.get(seq.op.valid):
                 op = ctx.get(seq.op)
                 assert op.q == wq or not ctx.get(seq.take), "a query started unchecked"
-                got.append((op.q, op.m, op.s, bool(op.first), bool(op.last), bool(op.fwp),
-                            bool(op.endq), [bool((op.keep >> l) & 1) for l in range(g.L)],
-                            [ctx.get(seq.pts[l]) if (op.keep >> l) & 1 else None
-                             for l in range(g.L)]))
+                lanes = []
+                for l in range(g.L):
+                    ln = op.lane[l]
+                    lanes.append((ln.m, ln.s, ln.p, bool(ln.first), bool(ln.last))
+                                 if ln.keep else None)
+                    assert ln.keep or not (ln.first or ln.last)
+                got.append((op.q, bool(op.endq), lanes))
                 cycles.append(cyc)
             elif got and len(got) == len(want):
                 assert ctx.get(seq.done), "done follows the last operation"
                 break
             if ctx.get(seq.take):
-                assert ctx.get(seq.op.q) == wq
                 wq += 1 if wq + 1 < nq else 0
             await ctx.tick()
 
     _run(_KeepMemory(seq, words), bench)
     assert got == want
-    assert len(got) == g.n_slices * sum(
-        max(1, max(keep[q, h, l * g.P:(l + 1) * g.P].sum() for l in range(g.L)))
-        for q in range(nq) for h in range(g.M))
-    assert cycles[0] == BASequencer.START
-    # back to back, but for query 1, which starts only once the windows hold its rows
-    q1 = next((i for i, w in enumerate(want) if w[0] == 1), len(want))
-    gap = [0] * q1 + [HOLD - (q1 + BASequencer.START) if q1 else 0] * (len(got) - q1)
-    gap = [max(0, x) for x in gap]
-    assert cycles == [cycles[0] + i + gap[i] for i in range(len(got))], "back to back"
+    # query q starts at the latest of: the previous query's end, its keep word loaded,
+    # start_ok, the windows (query 1) and its slot (query SLOTS); then back to back
+    expect, t = [], 0
+    for q in range(nq):
+        s = max(t, (q + 1) * g.M + 2, START_OK, HOLD if q == 1 else 0,
+                SUMMED if q >= BASequencer.SLOTS else 0)
+        expect += [s + i for i in range(length[q])]
+        t = s + length[q]
+    assert cycles == expect
+    assert cycles[0] == BASequencer.load_cycles(g)
 
 
 # ---- controller ---------------------------------------------------------------------------

@@ -3,9 +3,9 @@
 A driver issues one operation per clock (tiles back to back, random idle gaps
 that respect the BA->MM gap), a pipelined checker compares every tile result,
 integer for integer, with the golden model composed in ``golden/pe_array.py``
-(``linear_acc`` for MM, ``bilinear`` + ``aggregate_acc`` for BA) exactly
-LATENCY cycles after the tile's last operation, and checks that ``out_valid``
-is low in every other cycle.  Stimulus is built in the golden model's layout
+(``linear_acc`` for MM, ``bilinear`` + ``aggregate_acc`` per level for BA, whose
+levels run their tiles independently) exactly LATENCY cycles after the tile's last
+operation, and checks that ``out_valid`` / ``ba_valid`` are low in every other cycle.  Stimulus is built in the golden model's layout
 and mapped to operations by ``golden.pe_array.mm_schedule / ba_schedule``.
 """
 
@@ -183,21 +183,30 @@ def _pack_points(pt, cfg):
     lay = ba_point_layout(cfg)
     word = 0
     for l in range(cfg.n_levels):
-        for name in ("t0", "t1", "t01", "prob", "keep"):
+        for name in ("t0", "t1", "t01", "prob", "keep", "first", "last"):
             fld = lay[name]
             word |= (int(pt[name][l]) & ((1 << fld.width) - 1)) << (l * lay.size + fld.offset)
     return word
 
 
 def build_program(tiles, cfg, rng):
-    """Operations (one dict of port values per cycle) and expected results per tile."""
+    """Operations (one dict of port values per cycle) and expected results.
+
+    Consecutive BA tiles form a segment in which every level runs on its own: level
+    l's points of each tile follow each other with random idle slots between and
+    before them (``keep`` 0, garbage operands), so the levels' tiles start and end in
+    different cycles, as they do when the BA pipeline balances the levels.  Expected
+    results: ``(mode, op index of the tile's last op, level or None, packed, values)``.
+    """
     from golden.pe_array import ba_schedule, mm_schedule, pe_array_ba, pe_array_mm
     from defa_hw.rtl.pe_array import PEArray
-    d = cfg.data_bits
+    d, L, P = cfg.data_bits, cfg.n_levels, cfg.n_points
     gap = PEArray.BA_TO_MM_GAP
     ops, expected = [], []
     prev_mode = None
-    for t in tiles:
+    k = 0
+    while k < len(tiles):
+        t = tiles[k]
         # Idle cycles between tiles: mostly none; BA->MM needs at least `gap`, and
         # sometimes gets exactly `gap` to test the boundary.
         idle = int(rng.choice([0, 0, 0, 1, 3]))
@@ -214,19 +223,44 @@ def build_program(tiles, cfg, rng):
                     ops.append(None)                  # a bubble inside the tile
                 ops.append({"mode": 0, "first": int(s == 0), "last": int(s == T - 1),
                             "x": _pack(x_ops[s], d), "w": _pack(w_ops[s], d), "bias": bias})
-            expected.append(("mm", len(ops) - 1, _pack(exp, cfg.mm_acc_bits), exp))
+            expected.append(("mm", len(ops) - 1, None, _pack(exp, cfg.mm_acc_bits), exp))
+            k += 1
         else:
-            pix, pt = ba_schedule(t["neigh"], t["t0"], t["t1"], t["t01"], t["prob"],
-                                  t["keep"], cfg)
-            exp = pe_array_ba(t["neigh"], t["t0"], t["t1"], t["t01"], t["prob"], t["keep"], cfg)
-            T = len(pix)
-            for s in range(T):
-                if s and rng.random() < 0.05:
-                    ops.append(None)
-                ops.append({"mode": 1, "first": int(s == 0), "last": int(s == T - 1),
-                            "pix": _pack(pix[s], d),
-                            "pt": _pack_points({k: v[s] for k, v in pt.items()}, cfg)})
-            expected.append(("ba", len(ops) - 1, _pack(exp, cfg.agg_acc_bits), exp))
+            seg = []
+            while k < len(tiles) and tiles[k]["mode"] == "ba":
+                seg.append(tiles[k])
+                k += 1
+            # per level: slots (pix (4, CH), point dict) and the tiles' last slots
+            slots = [[] for _ in range(L)]
+            for t in seg:
+                pix, pt = ba_schedule(t["neigh"], t["t0"], t["t1"], t["t01"], t["prob"],
+                                      t["keep"], cfg)
+                for l in range(L):
+                    for _ in range(int(rng.choice([0, 0, 0, 1, 2]))):
+                        slots[l].append((_values(rng, pix[0, l].shape, cfg),
+                                         dict(t0=0, t1=0, t01=0, prob=int(rng.integers(0, 4)),
+                                              keep=0, first=0, last=0)))
+                    for s in range(P):
+                        slots[l].append((pix[s, l], {**{n: v[s, l] for n, v in pt.items()},
+                                                     "first": int(s == 0),
+                                                     "last": int(s == P - 1)}))
+                    sel = slice(l * P, (l + 1) * P)
+                    exp = pe_array_ba(t["neigh"][sel], t["t0"][sel], t["t1"][sel],
+                                      t["t01"][sel], t["prob"][sel], t["keep"][sel], cfg)
+                    expected.append(("ba", len(ops) + len(slots[l]) - 1, l,
+                                     _pack(exp, cfg.agg_acc_bits), exp))
+            n = max(len(sl) for sl in slots)
+            for l in range(L):
+                while len(slots[l]) < n:
+                    slots[l].append((_values(rng, slots[l][0][0].shape, cfg),
+                                     dict(t0=1, t1=2, t01=3, prob=5, keep=0, first=0, last=0)))
+            for s in range(n):
+                ops.append({"mode": 1, "first": int(rng.integers(0, 2)),
+                            "last": int(rng.integers(0, 2)),
+                            "pix": _pack(np.stack([slots[l][s][0] for l in range(L)]), d),
+                            "pt": _pack_points({f: [slots[l][s][1][f] for l in range(L)]
+                                                for f in slots[0][s][1]}, cfg)})
+            t = seg[-1]
         prev_mode = t["mode"]
     return ops, expected
 
@@ -247,11 +281,20 @@ async def _reset(dut):
 
 
 async def run_program(dut, cfg, ops, expected, rng):
-    """Drive ``ops`` one per cycle and check every tile result; returns the cycles run."""
+    """Drive ``ops`` one per cycle and check every tile result; returns the cycles run.
+    ``out_valid`` must rise exactly for MM tiles, ``ba_valid[l]`` exactly for level l's
+    BA tiles (the array's own ``first`` / ``last`` carry garbage in BA operations)."""
     from cocotb.triggers import FallingEdge
     from defa_hw.rtl.pe_array import PEArray
     lat = PEArray(cfg).LATENCY
-    due = {n + lat: (mode, word, exp) for mode, n, word, exp in expected}
+    L, CH, A = cfg.n_levels, cfg.ba_channels, cfg.agg_acc_bits
+    due_mm, due_ba = {}, {}
+    for mode, n, l, word, exp in expected:
+        if mode == "mm":
+            due_mm[n + lat] = (word, exp)
+        else:
+            assert (n + lat, l) not in due_ba
+            due_ba[n + lat, l] = (word, exp)
     ports = {k: getattr(dut, k) for k in ("valid", "mode", "first", "last", "x", "w", "bias",
                                           "pix", "pt")}
     checked = 0
@@ -259,23 +302,31 @@ async def run_program(dut, cfg, ops, expected, rng):
     for n in range(total):
         await FallingEdge(dut.clk)
         ov = _u(dut.out_valid)
-        if n in due:
-            mode, word, exp = due[n]
-            assert ov == 1, f"cycle {n}: out_valid low, expected a {mode} result"
-            got_mode = "ba" if _u(dut.out_mode) else "mm"
-            assert got_mode == mode, f"cycle {n}: out_mode {got_mode}, expected {mode}"
-            if mode == "mm":
-                got = _u(dut.mm_acc)
-                width, count = cfg.mm_acc_bits, cfg.pe_cols
-            else:
-                got = _u(dut.ba_acc)
-                width, count = cfg.agg_acc_bits, cfg.ba_channels
+        if n in due_mm:
+            word, exp = due_mm[n]
+            assert ov == 1, f"cycle {n}: out_valid low, expected an MM result"
+            got = _u(dut.mm_acc)
             if got != word:
-                raise AssertionError(f"cycle {n} {mode}: got {_unpack_signed(got, width, count)}"
+                raise AssertionError(f"cycle {n} mm: got "
+                                     f"{_unpack_signed(got, cfg.mm_acc_bits, cfg.pe_cols)}"
                                      f" expected {list(map(int, exp))}")
             checked += 1
         else:
             assert ov == 0, f"cycle {n}: unexpected out_valid"
+        bv = _u(dut.ba_valid)
+        acc = _u(dut.ba_acc)
+        for l in range(L):
+            if (n, l) in due_ba:
+                word, exp = due_ba[n, l]
+                assert bv >> l & 1, f"cycle {n}: ba_valid[{l}] low, expected a BA result"
+                got = (acc >> (l * CH * A)) & ((1 << (CH * A)) - 1)
+                if got != word:
+                    raise AssertionError(f"cycle {n} ba level {l}: got "
+                                         f"{_unpack_signed(got, A, CH)} expected "
+                                         f"{list(map(int, exp))}")
+                checked += 1
+            else:
+                assert not bv >> l & 1, f"cycle {n}: unexpected ba_valid[{l}]"
         op = ops[n] if n < len(ops) else None
         if op is None:
             ports["valid"].value = 0
@@ -377,10 +428,10 @@ def _variant(name):
         # More PEs than a head's BA groups (ba_channels capped at head_dim = 16): 256 of
         # the 512 PEs only do MM.
         "tiny_xl": dict(pe_rows=16, pe_cols=32),
-        # Two levels, three points: 2-deep level tree -> 1, BA latency shorter than MM's.
+        # Two levels, three points.
         "tiny_l2": dict(n_levels=2, n_banks=8, n_points=3, max_shapes=((12, 10), (6, 5)),
                         offset_bound=(1, 2)),
-        # One level: no level tree at all.
+        # One level.
         "tiny_l1": dict(n_levels=1, n_banks=4, n_points=3, max_shapes=((12, 10),),
                         offset_bound=(1,), pe_cols=4),
     }
@@ -415,7 +466,6 @@ def test_pe_array_structure(name, tmp_path):
     groups = cfg.ba_channels * cfg.n_levels
     assert cells.get("$mul", 0) == n_pe
     assert cells.get("$sub", 0) == 4 * groups
-    assert cells.get("$add", 0) == (n_pe + 3 * groups + cfg.pe_cols * (cfg.pe_rows - 1)
-                                    + cfg.ba_channels * (cfg.n_levels - 1))
+    assert cells.get("$add", 0) == n_pe + 3 * groups + cfg.pe_cols * (cfg.pe_rows - 1)
     for hidden in HIDDEN_ARITH:
         assert cells.get(hidden, 0) == 0, f"unexpected {hidden} cells: {cells}"

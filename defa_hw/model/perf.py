@@ -63,11 +63,46 @@ class Prediction:
 
 
 def _head_groups(keep, g):
-    """Per (query, head): BA operations G = max(1, max_l kept_l) and kept points."""
+    """Per query: BA operations ``T = max(1, n_slices * max_l kept_l)`` (every level lane
+    takes its level's kept points over all heads); per (query, head): kept points."""
     k = keep.reshape(keep.shape[0], g.M, g.L, g.P)
-    per_level = k.sum(axis=3)
-    G = np.maximum(1, per_level.max(axis=2))
-    return G, k.reshape(keep.shape[0], g.M, g.L * g.P).sum(axis=2)
+    per_level = k.sum(axis=(1, 3))
+    T = np.maximum(1, g.n_slices * per_level.max(axis=1))
+    return T, k.reshape(keep.shape[0], g.M, g.L * g.P).sum(axis=2)
+
+
+def _ba_pass(T, g, *, first_at, misses, d):
+    """One pass's BA timeline, from its first BA cycle (VALUE phases included).
+
+    ``T`` the queries' operations; ``first_at`` the first query's earliest start (offsets
+    written; after its window load when it misses); ``misses`` {pass query index: (VALUE
+    cycles, value-write resume)} for the later queries that miss.  A query starts at the
+    latest of: the previous query's end (+ the window check of ``CHECK + 1`` cycles
+    from the previous start, or the BA drain, VALUE and the resume after a miss), its keep
+    word (the loader's ``n_heads`` reads per query), and its partial-sum slot (the level
+    sum has read the query ``SLOTS`` before; the sum reads a query's heads one per cycle
+    from ``SUM`` after its last operation).  Returns (last operation, aggregated samples
+    all written (``agg_done``))."""
+    M, N = g.M, BASequencer.SLOTS
+    SUM = BAPipeline.sum_delay(g)
+    e = s = None
+    u = -M
+    u_start = []
+    for i, t in enumerate(T):
+        if i == 0:
+            a = first_at
+        elif i in misses:
+            v, resume = misses[i]
+            a = e + 1 + BAPipeline.C8 + 1 + resume + v
+        else:
+            a = max(e + 1, s + ValueWindow.CHECK + 1)
+        a = max(a, i * M + BASequencer.load_cycles(g))
+        if i >= N:
+            a = max(a, u_start[i - N] + M)
+        s, e = a, a + int(t) - 1
+        u = max(e + SUM, u + M)
+        u_start.append(u)
+    return e, u + M + BAPipeline.SUM_OUT
 
 
 def _f_steps(kept_heads, g):
@@ -185,7 +220,7 @@ def model(cfg, keep, fmap_mask, shapes, ref, *, max_queries=DEFAULT_MAX_QUERIES,
     peak = g.R * g.Cc
     C = g.C
     n_pass = -(-Lq // g.mq)
-    G, kept_heads = _head_groups(keep, g)
+    T_q, kept_heads = _head_groups(keep, g)
     d = _drains(cfg, g)
     X = Controller.EXIT
     if schedule is None:
@@ -203,34 +238,28 @@ def model(cfg, keep, fmap_mask, shapes, ref, *, max_queries=DEFAULT_MAX_QUERIES,
         # it, then M issues every batch back to back.
         cyc["offset"] += _offset_cycles(kept_heads[q0:q1], g, d["keep"])
         # BA: the pass's operations, plus a VALUE phase at every window miss.
-        ops_q = NS * G[q0:q1].sum(axis=1)
-        ba = int(ops_q.sum()) + X
-        # The windows check query q+1 from q's first operation on (CHECK cycles, then the
-        # sequencer may start it): a query of fewer operations waits for that check.
-        short = np.maximum(0, ValueWindow.CHECK + 1 - ops_q[:-1])
-        ba += int(sum(int(s_) for i, s_ in enumerate(short) if q0 + i + 1 not in misses))
         # the first query may start once the pass's offsets are written
         offsets_at = d["offset"] + _last_batch_write(keep[q0:q1])
+        first_at, later, v_pass = offsets_at, {}, 0
         for q in (q for q in range(q0, q1) if q in misses):
             first = 2 + misses[q][0][0]
             v, n, slack = _value_cycles([(first, fmap_mask[ix]) for ix in groups[q]], g)
             cyc["value"] += v
+            v_pass += v
             unmasked += n
             # back in BA: the window is ready a cycle later; the last value write
             # (d["value"] after the last op, less the VALUE cycles that followed it)
             if q == q0:
                 # the check of the pass's first query; the sequencer starts after VALUE
                 resume = 1 if slack is None else max(1, d["value"] - slack)
-                ba += max(ValueWindow.CHECK + 1 + v + resume, offsets_at) - v
+                first_at = max(ValueWindow.CHECK + 1 + v + resume, offsets_at)
             else:
                 # BA drains before VALUE (the sequencer is already started)
-                resume = 1 if slack is None else max(
-                    1, d["value"] - BASequencer.START - slack)
-                ba += BAPipeline.C8 + 1 + resume
-        if q0 not in misses:
-            ba += offsets_at
-        cyc["ba"] += ba
-        out_len = d["ba"] + nq * T_C * KC + X
+                later[q - q0] = (v, 1 if slack is None else max(1, d["value"] - slack))
+        last, agg_done = _ba_pass(T_q[q0:q1], g, first_at=first_at, misses=later, d=d)
+        cyc["ba"] += last + 1 + X - v_pass
+        # OUT issues once the level sum has written the pass's last aggregated sample
+        out_len = (agg_done - last - 2) + nq * T_C * KC + X
         cyc["out"] += out_len
     cyc["tail"] = max(d["out"], d["sweep"] + S - out_len)
     # ideal (array peak): every pixel projected once
@@ -245,7 +274,7 @@ def model(cfg, keep, fmap_mask, shapes, ref, *, max_queries=DEFAULT_MAX_QUERIES,
     ideal["total"] = sum(ideal[k] for k in PHASE_NAMES)
     return Prediction(cycles=cyc, ideal=ideal,
                       detail={"passes": n_pass, "kept_points": kept, "points": int(keep.size),
-                              "ba_ops": int(NS * G.sum()), "pixels": S,
+                              "ba_ops": int(T_q.sum()), "pixels": S,
                               "pixels_masked_in": int(fmap_mask.sum()),
                               "window_loads": schedule.loads,
                               "window_misses": len(schedule.misses),
@@ -273,14 +302,14 @@ def operation_counts(cfg, keep, fmap_mask, *, max_queries=DEFAULT_MAX_QUERIES):
     Lq, S = keep.shape[0], len(fmap_mask)
     kept = int(keep.sum())
     unmasked = int((~fmap_mask).sum())
-    G, _ = _head_groups(keep, g)
+    T_q, _ = _head_groups(keep, g)
     macs = {"attn": Lq * g.n_att * g.C, "offset": kept * 2 * g.C,
             "value": unmasked * g.C * g.C, "out": Lq * g.C * g.C}
     return {"queries": Lq, "pixels": S, "pixels_unmasked": unmasked,
             "points": int(keep.size), "kept_points": kept,
             "mm_macs": macs, "mm_macs_total": sum(macs.values()),
             "mm_cycles_ideal": sum(macs.values()) / (g.R * g.Cc),
-            "ba_point_channels": kept * g.D, "ba_cycles": int(g.n_slices * G.sum()),
+            "ba_point_channels": kept * g.D, "ba_cycles": int(T_q.sum()),
             "passes": -(-Lq // g.mq)}
 
 
@@ -290,9 +319,8 @@ def _drains(cfg, g):
     ``keep``: last ATTN op -> its logits through the PE array, requant, the logit FIFO
     and serializer, softmax, point mask -> the pass's last keep word (OFFSET waits for
     it).  ``value`` / ``offset``: BA waits for the last value-buffer write / offset write,
-    then its sequencer starts.  ``ba``: OUT waits for the last aggregated sample (BA
-    pipeline c0 -> c8, PE array, requant).  ``out``: last OUT result through the result
-    FIFO.  ``sweep``: FWP finish (BA pipeline drained) -> last packed mask beat sent.
+    then its sequencer starts (OUT's wait for the last aggregated sample is
+    :func:`_ba_pass`'s).  ``out``: last OUT result through the result FIFO.  ``sweep``: FWP finish (BA pipeline drained) -> last packed mask beat sent.
     """
     mm = g.mm_result_latency                   # I1 -> requantised MM result
     # logits serialised before the pass's last one: the last tile's (one softmax), or
@@ -303,7 +331,6 @@ def _drains(cfg, g):
                  cfg.n_lp + AttentionPath.KEEP_WRITE),
         "value": mm + ValueIngest.WRITE_LATENCY + g.wr_beats + BASequencer.START,
         "offset": mm + OffsetGather.WRITE_BACK + BASequencer.START,
-        "ba": BAPipeline.DRAIN + mm,
         "out": mm + ResultMerger.OUT_DRAIN,
         "sweep": BAPipeline.DRAIN + FmapMaskGenerator.UPDATE_LATENCY + ResultMerger.MASK_DRAIN,
     }

@@ -17,11 +17,13 @@ group ``g = c * n_levels + l`` owns flat PEs ``4g .. 4g+3``, flat index
 bilinear datapath (:func:`~defa_hw.bilinear.bilinear_diffs`, 4 subtractors
 before them, :func:`~defa_hw.bilinear.bilinear_sum`, 3 adders after them) and
 PE 3 multiplies the bilinear value by the (PAP-gated) probability and
-accumulates.  ``ba_acc[c]`` is the sum of channel c's ``n_levels`` probability
-accumulators, read out like MM mode.
+accumulates.  Every level runs its own tiles (``pt[l].first`` / ``pt[l].last``), so
+the levels may work on different heads: ``ba_acc[l][c]`` is level l's accumulator
+of channel c, read out when that level's tile ends (``ba_valid[l]``); the BA pipeline
+adds the levels of a head after the array.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -39,11 +41,14 @@ class ArrayMode(enum.Enum, shape=1):
 
 
 def ba_point_layout(cfg):
-    """Per-level BA point parameters: fractions (UQ0.F), probability (UQ0.prob_bits), PAP keep."""
+    """Per-level BA point parameters: fractions (UQ0.F), probability (UQ0.prob_bits), PAP
+    keep, and the start / end of the level's tile (``first`` clears its accumulators,
+    ``last`` reads them out)."""
     f = cfg.coord_frac_bits
     return data.StructLayout({
         "t0": unsigned(f), "t1": unsigned(f), "t01": unsigned(f),
         "prob": unsigned(cfg.prob_bits), "keep": unsigned(1),
+        "first": unsigned(1), "last": unsigned(1),
     })
 
 
@@ -71,14 +76,15 @@ class PEArray(wiring.Component):
     LATENCY : int
         An operation with ``last`` presented in cycle n gives ``out_valid`` with
         its tile's result in cycle n + LATENCY (same for both modes; the shorter
-        readout is padded): ``max(3 + clog2(pe_rows), 5 + clog2(n_levels))``.
+        readout is padded): ``max(3 + clog2(pe_rows), 6)``.
     MM_ACC_STAGE, BA_ACC_STAGE : int
         Pipeline stage (3, 5) at which an operation reaches the accumulators.
     BA_TO_MM_GAP : int
         Idle cycles needed between a BA operation and a following MM operation (2).
     valid, mode, first, last : In
-        Operation strobe, :class:`ArrayMode`, start of a tile (accumulators load
-        the bias in MM mode, zero in BA mode) and end of a tile (read out).
+        Operation strobe, :class:`ArrayMode`, start of an MM tile (accumulators load
+        the bias) and end of a tile (``out_valid``; in BA mode the levels' own
+        ``pt[l].first`` / ``pt[l].last`` delimit their tiles).
     x : In(pe_rows x signed(data_bits))
         MM input vector.
     w : In(pe_rows x pe_cols x signed(data_bits))
@@ -88,12 +94,15 @@ class PEArray(wiring.Component):
     pix : In(n_levels x 4 x ba_channels x signed(data_bits))
         BA neighbours ``pix[l][k][c]``, k = 00, 01, 10, 11; out-of-map ones must be 0.
     pt : In(n_levels x :func:`ba_point_layout`)
-        BA point of each level: t0, t1, t01, prob, keep.
-    out_valid : Out(1), out_mode : Out(ArrayMode)
+        BA point of each level: t0, t1, t01, prob, keep, first, last.
+    out_valid : Out(1)
+        An MM tile ended LATENCY cycles ago: ``mm_acc`` holds its result.
     mm_acc : Out(pe_cols x signed(mm_acc_bits))
-        Exact MM tile result (``golden.linear.linear_acc``), when ``out_mode`` is MM.
-    ba_acc : Out(ba_channels x signed(agg_acc_bits))
-        Exact BA tile result (``golden.aggregate.aggregate_acc``), when ``out_mode`` is BA.
+        Exact MM tile result (``golden.linear.linear_acc``).
+    ba_valid : Out(n_levels)
+        Level l's BA tile ended LATENCY cycles ago: ``ba_acc[l]`` holds its result.
+    ba_acc : Out(n_levels x ba_channels x signed(agg_acc_bits))
+        Exact per-level BA tile results (``golden.pe_array.pe_array_ba``).
     """
 
     MM_ACC_STAGE = ProcessingElement.LATENCY
@@ -103,14 +112,12 @@ class PEArray(wiring.Component):
     @classmethod
     def latency(cls, cfg):
         """``LATENCY`` of the array for ``cfg``, without building it (for cycle models)."""
-        return max(cls.MM_ACC_STAGE + ceil_log2(cfg.pe_rows),
-                   cls.BA_ACC_STAGE + ceil_log2(cfg.n_levels))
+        return max(cls.MM_ACC_STAGE + ceil_log2(cfg.pe_rows), cls.BA_ACC_STAGE + 1)
 
     def __init__(self, cfg):
         self.cfg = cfg
         d = cfg.data_bits
         self.mm_tree_depth = ceil_log2(cfg.pe_rows)
-        self.ba_tree_depth = ceil_log2(cfg.n_levels)
         self.LATENCY = self.latency(cfg)
         super().__init__({
             "valid": In(1),
@@ -124,9 +131,10 @@ class PEArray(wiring.Component):
                 data.ArrayLayout(signed(d), cfg.ba_channels), 4), cfg.n_levels)),
             "pt": In(data.ArrayLayout(ba_point_layout(cfg), cfg.n_levels)),
             "out_valid": Out(1),
-            "out_mode": Out(ArrayMode),
             "mm_acc": Out(data.ArrayLayout(signed(cfg.mm_acc_bits), cfg.pe_cols)),
-            "ba_acc": Out(data.ArrayLayout(signed(cfg.agg_acc_bits), cfg.ba_channels)),
+            "ba_valid": Out(cfg.n_levels),
+            "ba_acc": Out(data.ArrayLayout(data.ArrayLayout(signed(cfg.agg_acc_bits),
+                                                            cfg.ba_channels), cfg.n_levels)),
         })
 
     def elaborate(self, platform):
@@ -139,31 +147,42 @@ class PEArray(wiring.Component):
         is_ba = self.mode == ArrayMode.BA
 
         # Control pipeline: stage k holds the operation that entered k cycles ago.
-        ctl_valid, ctl_ba, ctl_first, ctl_last = [None], [None], [None], [None]
-        prev = (self.valid, is_ba, self.first, self.last)
+        ctl_valid, ctl_ba, ctl_last = [None], [None], [None]
+        prev = (self.valid, is_ba, self.last)
         for k in range(1, LAT + 1):
             v = Signal(name=f"s{k}_valid")
             ba = Signal(name=f"s{k}_ba", reset_less=True)
-            fi = Signal(name=f"s{k}_first", reset_less=True)
             la = Signal(name=f"s{k}_last", reset_less=True)
-            m.d.sync += [v.eq(prev[0]), ba.eq(prev[1]), fi.eq(prev[2]), la.eq(prev[3])]
-            for lst, sig in zip((ctl_valid, ctl_ba, ctl_first, ctl_last), (v, ba, fi, la)):
+            m.d.sync += [v.eq(prev[0]), ba.eq(prev[1]), la.eq(prev[2])]
+            for lst, sig in zip((ctl_valid, ctl_ba, ctl_last), (v, ba, la)):
                 lst.append(sig)
-            prev = (v, ba, fi, la)
+            prev = (v, ba, la)
 
         # BA side band: v00 and the gated probability travel to the sum stage (s2),
         # level-shared values once per level, v00 once per group.
-        s2_pb = []
+        # Each level's first / last travel along (last up to the accumulator stage).
+        s2_pb, s2_first, lvl_last = [], [], []
         for l in range(L):
             pt = self.pt[l]
             s1_pb = Signal(unsigned(cfg.prob_bits), name=f"s1_pb{l}", reset_less=True)
             s2 = Signal(unsigned(cfg.prob_bits), name=f"s2_pb{l}", reset_less=True)
+            s1_fi = Signal(name=f"s1_first{l}", reset_less=True)
+            s2_fi = Signal(name=f"s2_first{l}", reset_less=True)
             with m.If(self.valid & is_ba):
                 # PAP: a pruned point multiplies by 0 (a `first` op must still clear).
-                m.d.sync += s1_pb.eq(pt.prob & pt.keep.replicate(cfg.prob_bits))
+                m.d.sync += [s1_pb.eq(pt.prob & pt.keep.replicate(cfg.prob_bits)),
+                             s1_fi.eq(pt.first)]
             with m.If(ctl_valid[1] & ctl_ba[1]):
-                m.d.sync += s2.eq(s1_pb)
+                m.d.sync += [s2.eq(s1_pb), s2_fi.eq(s1_fi)]
             s2_pb.append(s2)
+            s2_first.append(s2_fi)
+            la = self.valid & is_ba & pt.last
+            stages = [la]
+            for k in range(1, LAT + 1):
+                r = Signal(name=f"s{k}_last{l}")
+                m.d.sync += r.eq(stages[-1])
+                stages.append(r)
+            lvl_last.append(stages)
 
         s2_ba_op = ctl_valid[2] & ctl_ba[2]
         pes = {}
@@ -211,7 +230,7 @@ class PEArray(wiring.Component):
                 m.d.comb += [
                     pe.mode.eq(PEMode.MAC),
                     pe.valid.eq(s2_ba_op | (self.valid & ~is_ba)),
-                    pe.first.eq(Mux(s2_ba_op, ctl_first[2], self.first)),
+                    pe.first.eq(Mux(s2_ba_op, s2_first[l], self.first)),
                     pe.a.eq(Mux(s2_ba_op, s2_bil, self.x[i])),
                     pe.b.eq(Mux(s2_ba_op, s2_pb[l], self.w[i][j])),
                     pe.preload.eq(Mux(s2_ba_op, 0, self.bias[j]) if i == 0 else 0),
@@ -233,11 +252,10 @@ class PEArray(wiring.Component):
         # Read-out: pipelined adder trees, registers load only when a tile's last
         # operation passes (the accumulators hold its result for exactly that cycle
         # before the next tile's first operation may overwrite them).
-        def readout(name, values, width, start, want_ba):
+        def readout(name, values, width, start):
             level = [v[:width].as_signed() for v in values]
             for s in range(start + 1, LAT + 1):
-                en = ctl_valid[s - 1] & ctl_last[s - 1] & (ctl_ba[s - 1] if want_ba
-                                                          else ~ctl_ba[s - 1])
+                en = ctl_valid[s - 1] & ctl_last[s - 1] & ~ctl_ba[s - 1]
                 nxt = []
                 for k in range(0, len(level), 2):
                     reg = Signal(signed(width), name=f"s{s}_{name}_{k // 2}", reset_less=True)
@@ -252,14 +270,21 @@ class PEArray(wiring.Component):
         for j in range(C):
             col = [pes[i, j].acc for i in range(R)]
             m.d.comb += self.mm_acc[j].eq(
-                readout(f"mm{j}", col, cfg.mm_acc_bits, self.MM_ACC_STAGE, False))
-        for c in range(CH):
-            accs = [pes[ba_group_pe(cfg, c, l, 3)].acc for l in range(L)]
-            m.d.comb += self.ba_acc[c].eq(
-                readout(f"ba{c}", accs, cfg.agg_acc_bits, self.BA_ACC_STAGE, True))
+                readout(f"mm{j}", col, cfg.mm_acc_bits, self.MM_ACC_STAGE))
+        # BA: each level's accumulators, registered as its tile's last op lands, then
+        # padded to LATENCY (the levels are added per head behind the array).
+        S = self.BA_ACC_STAGE
+        for l in range(L):
+            word = Cat(*[pes[ba_group_pe(cfg, c, l, 3)].acc[:cfg.agg_acc_bits]
+                         for c in range(CH)])
+            for k in range(S + 1, LAT + 1):
+                r = Signal(len(word), name=f"s{k}_ba{l}", reset_less=True)
+                with m.If(lvl_last[l][k - 1]):
+                    m.d.sync += r.eq(word)
+                word = r
+            m.d.comb += [self.ba_acc[l].eq(word), self.ba_valid[l].eq(lvl_last[l][LAT])]
 
         m.d.comb += [
-            self.out_valid.eq(ctl_valid[LAT] & ctl_last[LAT]),
-            self.out_mode.eq(ctl_ba[LAT]),
+            self.out_valid.eq(ctl_valid[LAT] & ctl_last[LAT] & ~ctl_ba[LAT]),
         ]
         return m

@@ -1,9 +1,11 @@
 """BA pipeline of ``defa_core``: bilinear sampling and aggregation of the kept points.
 
-c0 sequencer -> c1 memories (probabilities, offsets, reference points) -> sampling
-address (``SamplingAddress.LATENCY``) -> c6 value-buffer and mask-bank reads, FWP
-bundle (``FmapBuffer.LATENCY``) -> c8 bilinear operands into the PE array; the array's
-BA result is requantised into the aggregated-sample memory that OUT reads.
+c0 sequencer (one lane per level, each on the kept points of its own level) -> c1
+memories (probabilities, offsets, reference points) -> sampling address
+(``SamplingAddress.LATENCY``) -> c6 value-buffer and mask-bank reads, FWP bundle
+(``FmapBuffer.LATENCY``) -> c8 bilinear operands into the PE array; the array's per-level
+results go to partial-sum memories, and the level sum adds a head's levels, requantises
+them and writes the aggregated-sample memory that OUT reads.
 """
 
 from amaranth import Array, C, Cat, Const, Module, Mux, Signal, signed
@@ -11,32 +13,43 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
-from defa_hw.rtl.core.common import check_geometry, add_memory, lend_read_port, lowest_one, popcount, read_signature, rng
+from defa_hw.rtl.core.common import check_geometry, add_memory, lend_read_port, lowest_one, read_signature, rng
 from defa_hw.rtl.core.controller import Phase
 from defa_hw.rtl.core.mm_issue import ba_operand_signature
 from defa_hw.rtl.core.value_ingest import mask_read_signature
 from defa_hw.rtl.fmap_buffer import FmapBuffer, FmapGeometry
 from defa_hw.rtl.fmap_mask import bundle_layout
-from defa_hw.rtl.pe_array import ArrayMode
 from defa_hw.rtl.requant import Requant
 from defa_hw.rtl.sampling_address import SamplingAddress, shapes_layout
 
-__all__ = ["BASequencer", "BAPipeline", "ba_op_layout"]
+__all__ = ["BASequencer", "BAPipeline", "ba_op_layout", "ba_lane_layout"]
+
+
+def ba_lane_layout(geom):
+    """What one level lane does in a BA operation: its head, slice and point, whether it
+    samples (``keep``) and whether the operation starts / ends its (head, slice) tile."""
+    return data.StructLayout({"keep": 1, "first": 1, "last": 1, "m": range(geom.M),
+                              "s": range(geom.n_slices), "p": range(geom.P)})
 
 
 def ba_op_layout(geom):
-    """One BA operation as it moves down the pipeline (stages ``c0`` ... ``c8``)."""
+    """One BA operation as it moves down the pipeline (stages ``c0`` ... ``c8`` and on
+    behind the PE array): the query, its partial-sum slot, whether it is the query's last
+    operation, and every level lane."""
     return data.StructLayout({
-        "valid": 1, "first": 1, "last": 1, "fwp": 1, "q": range(geom.mq), "m": range(geom.M),
-        "s": range(geom.n_slices), "keep": geom.L, "endq": 1})
+        "valid": 1, "endq": 1, "q": range(geom.mq), "slot": range(BASequencer.SLOTS),
+        "lane": data.ArrayLayout(ba_lane_layout(geom), geom.L)})
 
 
 class BASequencer(wiring.Component):
-    """c0: walks (query, head, slice) of the pass; per head slice it issues
-    ``G = max(1, max_l kept_l)`` operations, operation ``g`` taking the ``g``-th kept
-    point of every level (``keep`` marks the levels that still have one).
+    """c0: walks the queries of the pass; in a query every level lane takes the kept
+    points of its own level, head by head and slice by slice, one per cycle, so a query
+    takes ``T_q = max(1, max_l n_slices * kept_l)`` operations (``kept_l``: the query's
+    kept points of level l over all heads) where one head at a time would take
+    ``n_slices * sum_m max(1, max_l kept_lm)``.
 
-    Signal prefix: ``b_``.  The head's keep word is read one operation ahead.
+    Signal prefixes: ``ld_`` the keep loader (copies the pass's keep words, one per cycle,
+    into a memory with a word per query), ``b_`` the lanes.
 
     Parameters
     ----------
@@ -48,111 +61,154 @@ class BASequencer(wiring.Component):
     pass_start : In(1)
     nq_pass : In
     start_ok : In(1)
-        Everything BA reads is written (the sequencer starts on the first such BA cycle,
-        and starts a query only then).
+        Everything BA reads is written (a query starts only then).
     win_q, win_ok : In
         The value windows hold every row query ``win_q`` reaches (a query starts only then).
+    summed : In
+        Queries of the pass whose partial sums have been read (frees their slot).
     keep_rd : In(read port)
-        The keep memory.
+        The keep memory (word ``query * n_heads + head``).
     op : Out(:func:`ba_op_layout`)
         The c0 operation (``op.valid``: issued this cycle).
-    pts : Out(n_levels x point index)
-        Point of each level that the operation samples (valid where ``op.keep``).
     take : Out(1)
         The first operation of a query is issued.
     done : Out(1)
         The pass's last operation has been issued.
-    idle, drained : Out(1)
+    idle : Out(1)
         Not issuing.
 
     Constants
     ---------
+    SLOTS : int
+        Queries whose partial sums may be held at once (a query starts when the one
+        ``SLOTS`` before it has been summed; a power of two).
     START : int
-        Cycles from ``start_ok`` to the first operation (the head-0 keep-word read).
+        Cycles from ``start_ok`` to the first operation (0: the gate is combinational).
+    LOAD : int
+        Cycles from the pass's first BA cycle to the first query's keep word ready: the
+        loader's ``n_heads`` reads, its write and the query-word read, ``n_heads + 2``
+        (:meth:`load_cycles`; the loader runs in BA and in VALUE).
     """
 
-    START = 1
+    SLOTS = 4
+    START = 0
+
+    @staticmethod
+    def load_cycles(geom):
+        """``LOAD`` for ``geom``."""
+        return geom.M + 2
 
     def __init__(self, geom):
         self.geom = g = check_geometry(geom)
         super().__init__({
             "phase": In(Phase), "pass_start": In(1), "nq_pass": In(rng(g.mq + 1)),
             "start_ok": In(1), "win_q": In(rng(g.mq)), "win_ok": In(1),
+            "summed": In(rng(g.mq + 1)),
             "keep_rd": In(read_signature(g.L * g.P, g.mq * g.M)),
             "op": Out(ba_op_layout(g)),
-            "pts": Out(data.ArrayLayout(bits_for(g.P - 1), g.L)),
-            "take": Out(1), "done": Out(1), "idle": Out(1), "drained": Out(1),
+            "take": Out(1), "done": Out(1), "idle": Out(1),
         })
 
     def elaborate(self, platform):
         g = self.geom
         MQ, M, L, P, NS = g.mq, g.M, g.L, g.P, g.n_slices
-        LP = L * P
+        LP, N = L * P, self.SLOTS
         in_ba = self.phase == Phase.BA
         m = Module()
-        b_init = Signal()                               # head 0's keep word requested
-        b_q = Signal(rng(MQ + 1))
-        b_m = Signal(rng(M))
-        b_s = Signal(rng(NS))
-        b_g = Signal(rng(P + 1))
-        b_fresh = Signal()                              # next op is a head's first
-        b_kw = Signal(LP)
-        b_G = Signal(rng(P + 1))
-        b_rem = [Signal(P, name=f"b_rem{l}") for l in range(L)]
-        b_done = self.done
-        kw = Mux(b_fresh, self.keep_rd.data, b_kw)
-        bits = [kw[l * P:(l + 1) * P] for l in range(L)]
-        cnts = [popcount(bits[l], P) for l in range(L)]
-        gmax = Const(1, range(P + 1))
-        for c_ in cnts:
-            gmax = Mux(c_ > gmax, c_, gmax)
-        G_cur = Mux(b_fresh, gmax, b_G)
-        rem = [Mux(b_g == 0, bits[l], b_rem[l]) for l in range(L)]
-        p_sel = [lowest_one(rem[l], P) for l in range(L)]
-        k_sel = [rem[l].any() for l in range(L)]
-        # A query starts once its value rows are resident and the buffers written.
-        q_first = b_fresh & (b_m == 0)
-        q_gate = ~q_first | (self.win_ok & (self.win_q == b_q) & self.start_ok)
-        b_issue = in_ba & b_init & ~b_done & q_gate
-        m.d.comb += self.take.eq(b_issue & q_first)
-        b_head = b_q * M + b_m
-        m.d.comb += [self.keep_rd.addr.eq(Mux(b_init, b_head + 1, 0)),
-                     self.keep_rd.en.eq(Mux(b_init, b_issue & b_fresh, in_ba))]
-        with m.If(in_ba & ~b_init & self.start_ok):
-            m.d.sync += [b_init.eq(1), b_fresh.eq(1)]
-        b_last_op = (b_g == G_cur - 1)
-        with m.If(b_issue):
-            m.d.sync += [b_fresh.eq(0)]
-            with m.If(b_fresh):
-                m.d.sync += [b_kw.eq(kw), b_G.eq(gmax)]
-            for l in range(L):
-                m.d.sync += b_rem[l].eq(rem[l] & (rem[l] - 1))
-            with m.If(b_last_op):
-                m.d.sync += b_g.eq(0)
-                with m.If(b_s == NS - 1):
-                    m.d.sync += [b_s.eq(0), b_fresh.eq(1)]
-                    with m.If(b_m == M - 1):
-                        m.d.sync += [b_m.eq(0), b_q.eq(b_q + 1)]
-                        with m.If(b_q == self.nq_pass - 1):
-                            m.d.sync += b_done.eq(1)
-                    with m.Else():
-                        m.d.sync += b_m.eq(b_m + 1)
-                with m.Else():
-                    m.d.sync += b_s.eq(b_s + 1)
+
+        # ---- ld_: the pass's keep words into a memory with one word per query ----------
+        qk = add_memory(m, "query_keep", M * LP, MQ)
+        qk_w = qk.write_port(granularity=LP)
+        qk_r = qk.read_port()
+        ld_q = Signal(rng(MQ + 1))
+        ld_m = Signal(rng(M))
+        # BA and the window loads inside it; the keep words are written by then
+        ld_go = (in_ba | (self.phase == Phase.VALUE)) & (ld_q < self.nq_pass)
+        ld_wq = Signal(rng(MQ))
+        ld_wm = Signal(rng(M))
+        ld_wen = Signal()
+        loaded = Signal(rng(MQ + 1))                    # queries whose word is complete
+        m.d.comb += [self.keep_rd.addr.eq(ld_q * M + ld_m), self.keep_rd.en.eq(ld_go)]
+        m.d.sync += [ld_wen.eq(ld_go), ld_wq.eq(ld_q), ld_wm.eq(ld_m)]
+        with m.If(ld_go):
+            with m.If(ld_m == M - 1):
+                m.d.sync += [ld_m.eq(0), ld_q.eq(ld_q + 1)]
             with m.Else():
-                m.d.sync += b_g.eq(b_g + 1)
+                m.d.sync += ld_m.eq(ld_m + 1)
+        m.d.comb += [qk_w.addr.eq(ld_wq), qk_w.data.eq(self.keep_rd.data.replicate(M)),
+                     qk_w.en.eq(Mux(ld_wen, (C(1, M) << ld_wm)[:M], 0))]
+        with m.If(ld_wen & (ld_wm == M - 1)):
+            m.d.sync += loaded.eq(ld_wq + 1)
+
+        # ---- b_: the lanes ---------------------------------------------------------------
+        b_q = Signal(rng(MQ + 1))
+        b_slot = Signal(range(N))
+        b_have = Signal()                               # qk_r.data is query b_q's word
+        b_fresh = Signal()                              # next op is the query's first
+        b_done = self.done
+        b_kw = Signal(M * LP)
+        kw = Mux(b_fresh, qk_r.data, b_kw)
+        q_first = b_fresh
+        q_gate = (~q_first | (self.win_ok & (self.win_q == b_q) & self.start_ok &
+                              (self.summed + N > b_q)))
+        b_issue = in_ba & b_have & ~b_done & q_gate
+        lane_end = []
         op = self.op
-        m.d.comb += [
-            op.valid.eq(b_issue), op.first.eq(b_g == 0), op.last.eq(b_last_op),
-            op.fwp.eq(b_s == 0), op.q.eq(b_q), op.m.eq(b_m), op.s.eq(b_s),
-            op.keep.eq(Cat(*k_sel)),
-            op.endq.eq((b_m == M - 1) & (b_s == NS - 1)),
-            self.idle.eq(~b_issue), self.drained.eq(~b_issue),
-        ]
-        m.d.comb += [self.pts[l].eq(p_sel[l]) for l in range(L)]
+        for l in range(L):
+            bits = Array(kw[h * LP + l * P:h * LP + (l + 1) * P] for h in range(M))
+            has = Cat(*[kw[h * LP + l * P:h * LP + (l + 1) * P].any() for h in range(M)])
+            r_hr = Signal(M, name=f"b_heads{l}")        # heads still to do (current one too)
+            r_m = Signal(rng(M), name=f"b_m{l}")
+            r_s = Signal(rng(NS), name=f"b_s{l}")
+            r_rem = Signal(P, name=f"b_rem{l}")         # points still to do in (m, s)
+            r_st = Signal(name=f"b_start{l}")           # next op starts an (m, s) tile
+            hr = Mux(b_fresh, has, r_hr)
+            m_cur = Mux(b_fresh, lowest_one(has, M), r_m)
+            s_cur = Mux(b_fresh, 0, r_s)
+            rem = Mux(b_fresh, bits[lowest_one(has, M)], r_rem)
+            st = b_fresh | r_st
+            act = hr.any()
+            rem_n = rem & (rem - 1)
+            hr_n = hr & ~(C(1, M) << m_cur)[:M]
+            m_n = lowest_one(hr_n, M)
+            tile_end = rem_n == 0
+            lane_end.append(~act | (tile_end & (s_cur == NS - 1) & ~hr_n.any()))
+            with m.If(b_issue):
+                with m.If(~tile_end):
+                    m.d.sync += [r_hr.eq(hr), r_m.eq(m_cur), r_s.eq(s_cur), r_rem.eq(rem_n),
+                                 r_st.eq(0)]
+                with m.Elif(s_cur != NS - 1):
+                    m.d.sync += [r_hr.eq(hr), r_m.eq(m_cur), r_s.eq(s_cur + 1),
+                                 r_rem.eq(bits[m_cur]), r_st.eq(1)]
+                with m.Else():
+                    m.d.sync += [r_hr.eq(hr_n), r_m.eq(m_n), r_s.eq(0), r_rem.eq(bits[m_n]),
+                                 r_st.eq(1)]
+            ln = op.lane[l]
+            m.d.comb += [ln.keep.eq(act), ln.first.eq(act & st), ln.last.eq(act & tile_end),
+                         ln.m.eq(m_cur), ln.s.eq(s_cur), ln.p.eq(lowest_one(rem, P))]
+        endq = Cat(*lane_end).all()
+        m.d.comb += [op.valid.eq(b_issue), op.endq.eq(endq), op.q.eq(b_q),
+                     op.slot.eq(b_slot), self.take.eq(b_issue & q_first),
+                     self.idle.eq(~b_issue)]
+        # the query word: read once the loader has it, the next one with a query's end
+        nxt = b_issue & endq
+        m.d.comb += [qk_r.addr.eq(Mux(nxt, b_q + 1, b_q)),
+                     qk_r.en.eq(Mux(b_have, nxt & (loaded > b_q + 1), loaded > b_q))]
+        with m.If(qk_r.en):
+            m.d.sync += b_have.eq(1)
+        with m.Elif(nxt):
+            m.d.sync += b_have.eq(0)
+        with m.If(b_issue):
+            m.d.sync += b_fresh.eq(0)
+            with m.If(b_fresh):
+                m.d.sync += b_kw.eq(qk_r.data)
+            with m.If(endq):
+                m.d.sync += [b_fresh.eq(1), b_q.eq(b_q + 1), b_slot.eq(b_slot + 1)]
+                with m.If(b_q == self.nq_pass - 1):
+                    m.d.sync += b_done.eq(1)
         with m.If(self.pass_start):
-            m.d.sync += [b_init.eq(0), b_q.eq(0), b_m.eq(0), b_s.eq(0), b_g.eq(0),
-                         b_done.eq(0)]
+            m.d.sync += [ld_q.eq(0), ld_m.eq(0), loaded.eq(0), b_q.eq(0), b_slot.eq(0),
+                         b_have.eq(0), b_fresh.eq(1), b_done.eq(0)]
         return m
 
 
@@ -161,7 +217,17 @@ class BAPipeline(wiring.Component):
 
     Stage prefixes: ``c0`` ... ``c8`` the operation (``ba_c<s>``; "c8" names the operand
     stage, ``C8`` = 9 with the 3-cycle buffer read), ``ba_prob<l>_c<s>`` its
-    probabilities, ``t_c<s>`` the bilinear weights, ``mpar`` the mask-bank parities at c7, ``ba_tag<s>`` the tag line behind the PE array, ``fin_`` the FWP finish.
+    probabilities, ``t_c<s>`` the bilinear weights, ``mpar`` the mask-bank parities at c7,
+    ``ba_tag<s>`` the tag line behind the PE array, ``u_`` the level sum, ``fin_`` the
+    FWP finish.
+
+    Every level lane may be on another head: level l's reads go to the value buffer of
+    its own head (the levels' banks are disjoint, so the buffers see no conflict), and the
+    array returns each level's tile separately into a partial-sum memory per level
+    (``SLOTS`` queries x ``n_heads`` words of ``head_dim`` accumulators).  Once a query's
+    last operation is through, the level sum reads its heads one per cycle, adds the
+    levels that had points, requantises the head and writes it to the aggregated-sample
+    memory.
 
     Parameters
     ----------
@@ -185,13 +251,13 @@ class BAPipeline(wiring.Component):
         A query's first operation is issued (the windows check the next one).
     keep_rd, prob_rd x n_levels, offs_rd x n_levels, ref_rd, mask_rd : In(read ports)
     rsp : In(value-buffer responses) x n_heads
-    pe_out_valid, pe_out_mode, pe_ba_acc : In
-        The PE array's BA result.
+    pe_ba_valid, pe_ba_acc : In
+        The PE array's per-level BA results.
     rd : Out(stream of value-buffer reads) x n_heads
-        c6: the 4 neighbours of every level's point, to the buffer of head ``m``.
+        c6: the 4 neighbours of the points of the levels on head ``h``.
     points : Out(stream of FWP bundles), finish : Out(stream of shapes)
-        To the FWP generator: one bundle per head (slice 0); finish after the block's
-        last BA operation.
+        To the FWP generator: the kept points of slice 0; finish after the block's last
+        BA operation.
     ba : Out(:func:`~defa_hw.rtl.core.mm_issue.ba_operand_signature`)
         c8 operation for the PE array; ``busy``: an operation in c0 ... c8.
     agg_rd : Out(read port)
@@ -205,7 +271,8 @@ class BAPipeline(wiring.Component):
     clamped : Out(range(n_levels + 1))
         Kept points clamped to the map in this cycle's FWP bundle (``Reg.POINTS_CLAMPED``).
     idle, drained : Out(1)
-        No operation in c0 ... c8 / that, no sample behind the array and FWP finish sent.
+        No operation in c0 ... c8 / that, nothing behind the array or in the level sum,
+        and FWP finish sent.
 
     Constants
     ---------
@@ -213,15 +280,24 @@ class BAPipeline(wiring.Component):
         Stage of the operands at the PE array (c0 = the sequencer's issue).
     C6 : int
         Stage of the value-buffer reads and the FWP bundle.
+    SUM : int
+        Cycles from a query's last operation at c0 to the level sum's first read of it:
+        ``C8 + PE array latency + 1``.
+    SUM_OUT : int
+        Level sum read -> aggregated sample written: memory read, sum, requant (2 + RQ).
     DRAIN : int
-        The last operation's trip to the PE array as OUT sees it: ``C8`` less the cycle
-        in which the sequencer's ``done`` and the sample count overlap (OUT's wait is
-        ``DRAIN`` + the PE array + requant).
+        The last operation's trip to the PE array as the FWP finish sees it (``C8 - 1``).
     """
 
     C6 = 1 + SamplingAddress.LATENCY
     C8 = C6 + FmapBuffer.LATENCY
     DRAIN = C8 - 1
+    SUM_OUT = 2 + Requant.LATENCY
+
+    @classmethod
+    def sum_delay(cls, geom):
+        """``SUM`` for ``geom``."""
+        return cls.C8 + geom.pe_latency + 1
 
     def __init__(self, geom):
         self.geom = g = check_geometry(geom)
@@ -241,8 +317,9 @@ class BAPipeline(wiring.Component):
             "ref_rd": In(read_signature(g.L * 2 * cfg.ref_frac_bits, 2 * g.mq)),
             "mask_rd": In(mask_read_signature(cfg)),
             "rsp": In(rsp).array(g.M),
-            "pe_out_valid": In(1), "pe_out_mode": In(ArrayMode),
-            "pe_ba_acc": In(data.ArrayLayout(signed(cfg.agg_acc_bits), cfg.ba_channels)),
+            "pe_ba_valid": In(g.L),
+            "pe_ba_acc": In(data.ArrayLayout(data.ArrayLayout(
+                signed(cfg.agg_acc_bits), cfg.ba_channels), g.L)),
             "rd": Out(stream.Signature(geo.read_layout)).array(g.M),
             "points": Out(stream.Signature(bundle_layout(cfg))),
             "finish": Out(stream.Signature(shapes_layout(cfg))),
@@ -256,28 +333,25 @@ class BAPipeline(wiring.Component):
     def elaborate(self, platform):
         g = self.geom
         cfg, d, geo = g.cfg, g.cfg.data_bits, self.buffer_geometry
-        C_, M, L, P, MQ, NS = g.C, g.M, g.L, g.P, g.mq, g.n_slices
-        CH = cfg.ba_channels
+        C_, M, L, P, MQ, NS, D = g.C, g.M, g.L, g.P, g.mq, g.n_slices, g.D
+        CH, A, N = cfg.ba_channels, cfg.agg_acc_bits, BASequencer.SLOTS
         LAT, RQ = g.pe_latency, Requant.LATENCY
         rb = cfg.ref_frac_bits
         C1, C6, C8 = 1, self.C6, self.C8
         m = Module()
-        m.submodules.rq_ba = rq_ba = Requant(cfg, acc_bits=cfg.agg_acc_bits, lanes=CH)
         sas = []
         for l in range(L):
             sa = SamplingAddress(cfg)
             m.submodules[f"sa{l}"] = sa
             sas.append(sa)
             m.d.comb += sa.shapes.eq(self.shapes)
-        sm = add_memory(m, "sampled", C_ * d, MQ)
-        lend_read_port(m, sm, self.agg_rd)
-        sm_w = sm.write_port(granularity=CH * d)
 
         # ---- c0: sequencer -------------------------------------------------------------
         m.submodules.seq = seq = BASequencer(g)
+        summed = Signal(rng(MQ + 1))                    # queries the level sum has read
         m.d.comb += [
             seq.phase.eq(self.phase), seq.pass_start.eq(self.pass_start),
-            seq.nq_pass.eq(self.nq_pass),
+            seq.nq_pass.eq(self.nq_pass), seq.summed.eq(summed),
             # BA starts once the value buffers and every offset of the pass are written
             # and the FWP counters are cleared (a fixed drain: simple to model).
             seq.start_ok.eq(~self.fwp_busy & ~self.value_busy & ~self.value_wr_busy &
@@ -286,9 +360,9 @@ class BAPipeline(wiring.Component):
             self.keep_rd.addr.eq(seq.keep_rd.addr), self.keep_rd.en.eq(seq.keep_rd.en),
             seq.keep_rd.data.eq(self.keep_rd.data), self.done.eq(seq.done),
         ]
-        b_head = seq.op.q * M + seq.op.m
         for l in range(L):
-            maddr = b_head * P + seq.pts[l]
+            ln = seq.op.lane[l]
+            maddr = (seq.op.q * M + ln.m) * P + ln.p
             m.d.comb += [self.prob_rd[l].addr.eq(maddr), self.offs_rd[l].addr.eq(maddr)]
         m.d.comb += self.ref_rd.addr.eq(self.half * MQ + seq.op.q)
 
@@ -320,14 +394,17 @@ class BAPipeline(wiring.Component):
         def prob_at(l, stage):
             return probs_c[l][stage - C1]
 
-        # ---- c6: addresses -> value buffer of head m, incoming-mask banks, FWP bundle -----
+        # ---- c6: addresses -> value buffer of each level's head, mask banks, FWP bundle ---
         c6 = c[C6]
         bundle = self.points.payload
         clamped_now = 0
         fb_req = []
+        fwp_any = 0
         for l in range(L):
             a = sas[l].out_addr
-            keep_l = c6.keep[l]
+            ln = c6.lane[l]
+            keep_l = ln.keep
+            fwp_l = keep_l & (ln.s == 0)                # a point's slice 0 goes to the FWP
             reqs = []
             for k in range(4):
                 yy = a.y0 + (k >> 1)
@@ -335,20 +412,22 @@ class BAPipeline(wiring.Component):
                 reqs.append((yy, xx, a.inb[k] & keep_l))
                 m.d.comb += [bundle[l].nb[k].y.eq(yy), bundle[l].nb[k].x.eq(xx),
                              bundle[l].nb[k].inb.eq(a.inb[k])]
-            m.d.comb += [bundle[l].keep.eq(keep_l), bundle[l].prob.eq(prob_at(l, C6))]
-            clamped_now = clamped_now + (keep_l & a.clamped)
+            m.d.comb += [bundle[l].keep.eq(fwp_l), bundle[l].prob.eq(prob_at(l, C6))]
+            clamped_now = clamped_now + (fwp_l & a.clamped)
+            fwp_any = fwp_any | fwp_l
             fb_req.append(reqs)
-        m.d.comb += self.points.valid.eq(c6.valid & c6.fwp)
-        m.d.comb += self.clamped.eq(Mux(c6.valid & c6.fwp, clamped_now, 0))
+        m.d.comb += self.points.valid.eq(c6.valid & fwp_any)
+        m.d.comb += self.clamped.eq(Mux(c6.valid, clamped_now, 0))
         for h, rd in enumerate(self.rd):
-            m.d.comb += rd.valid.eq(c6.valid & (c6.m == h))
+            on_h = [c6.lane[l].keep & (c6.lane[l].m == h) for l in range(L)]
+            m.d.comb += rd.valid.eq(c6.valid & Cat(*on_h).any())
             for l in range(L):
                 for k in range(4):
                     r = rd.payload.req[4 * l + k]
                     yy, xx, en = fb_req[l][k]
-                    m.d.comb += [r.y.eq(yy), r.x.eq(xx), r.inb.eq(en)]
+                    m.d.comb += [r.y.eq(yy), r.x.eq(xx), r.inb.eq(en & on_h[l])]
                     if "slice" in geo.request_layout.members:
-                        m.d.comb += r.slice.eq(c6.s)
+                        m.d.comb += r.slice.eq(c6.lane[l].s)
         # incoming-mask bits, read alongside (bank per 2x2 parity, like the buffer); their
         # one-cycle read, then registers up to c8 with the buffer's response
         mb_c7 = []
@@ -372,6 +451,10 @@ class BAPipeline(wiring.Component):
         # ---- c8: bilinear operands into the PE array --------------------------------------
         ba = self.ba
         F = cfg.coord_frac_bits
+        c8 = c[C8]
+        wbits = CH * d
+        rsps = Array(r.payload.as_value() for r in self.rsp)
+        pix_words = []
         for l in range(L):
             a = sas[l].out_addr
             t8 = Cat(a.t0, a.t1, a.t01)                 # c6 -> c8, beside the buffer read
@@ -379,38 +462,92 @@ class BAPipeline(wiring.Component):
                 r = Signal(3 * F, name=f"t_c{s_}_{l}")
                 m.d.sync += r.eq(t8)
                 t8 = r
+            ln = c8.lane[l]
             m.d.comb += [ba.pt[l].t0.eq(t8[:F]), ba.pt[l].t1.eq(t8[F:2 * F]),
                          ba.pt[l].t01.eq(t8[2 * F:]),
-                         ba.pt[l].prob.eq(prob_at(l, C8)), ba.pt[l].keep.eq(c[C8].keep[l])]
-        c8 = c[C8]
-        rsp = Array(r.payload.as_value() for r in self.rsp)[c8.m]
-        wbits = CH * d
-        pix_words = [Mux(mbits_c8[r], 0, rsp[r * wbits:(r + 1) * wbits]) for r in range(4 * L)]
-        m.d.comb += [ba.valid.eq(c8.valid), ba.first.eq(c8.first), ba.last.eq(c8.last),
-                     ba.pix.eq(Cat(*pix_words)), self.op.eq(c8.valid),
+                         ba.pt[l].prob.eq(prob_at(l, C8)), ba.pt[l].keep.eq(ln.keep),
+                         ba.pt[l].first.eq(ln.first), ba.pt[l].last.eq(ln.last)]
+            rsp = rsps[ln.m]                            # the level's head's buffer
+            for k in range(4):
+                r_ = 4 * l + k
+                pix_words.append(Mux(mbits_c8[r_], 0, rsp[r_ * wbits:(r_ + 1) * wbits]))
+        m.d.comb += [ba.valid.eq(c8.valid), ba.pix.eq(Cat(*pix_words)), self.op.eq(c8.valid),
                      ba.busy.eq(Cat(*[c[s].valid for s in range(1, len(c))]).any() |
                                 seq.op.valid)]
 
-        # ---- BA results: requant, then the aggregated-sample memory -------------------------
-        ba_tags = [Signal(ba_ctl, name=f"ba_tag{s}") for s in range(LAT + RQ + 1)]
-        m.d.comb += [ba_tags[0].eq(c8), ba_tags[0].valid.eq(c8.valid & c8.last)]
-        for s in range(1, LAT + RQ + 1):
+        # ---- behind the array: each level's tile into its partial-sum memory ---------------
+        ba_tags = [Signal(ba_ctl, name=f"ba_tag{s}") for s in range(LAT + 1)]
+        m.d.comb += ba_tags[0].eq(c8)
+        for s in range(1, LAT + 1):
             m.d.sync += ba_tags[s].eq(ba_tags[s - 1])
-        ba_big = self.shift_agg >= cfg.agg_acc_bits
-        m.d.comb += [
-            rq_ba.in_valid.eq(self.pe_out_valid & (self.pe_out_mode == ArrayMode.BA)),
-            rq_ba.acc.eq(Mux(ba_big, 0, self.pe_ba_acc.as_value())),
-            rq_ba.shift.eq(Mux(ba_big, 0, self.shift_agg)),
-        ]
-        bt = ba_tags[LAT + RQ]
-        lane = bt.m * NS + bt.s
-        m.d.comb += [sm_w.addr.eq(bt.q), sm_w.data.eq(rq_ba.q.as_value().replicate(C_ // CH)),
-                     sm_w.en.eq(Mux(rq_ba.out_valid, (C(1, C_ // CH) << lane)[:C_ // CH], 0))]
+        bt = ba_tags[LAT]
+        pv = [Signal(N * M * NS, name=f"u_pv{l}") for l in range(L)]   # partial written
+        parts_r = []
+        for l in range(L):
+            pm = add_memory(m, f"partial{l}", D * A, N * M)
+            pw = pm.write_port(granularity=CH * A)
+            ln = bt.lane[l]
+            m.d.comb += [pw.addr.eq(bt.slot * M + ln.m),
+                         pw.data.eq(self.pe_ba_acc[l].as_value().replicate(NS)),
+                         pw.en.eq(Mux(self.pe_ba_valid[l], (C(1, NS) << ln.s)[:NS], 0))]
+            parts_r.append(pm.read_port())
+        ready = Signal(rng(MQ + 1))                     # queries with every partial written
+        with m.If(bt.valid & bt.endq):
+            m.d.sync += ready.eq(ready + 1)
+
+        # ---- u_: the level sum, one head per cycle ------------------------------------------
+        u_m = Signal(rng(M))
+        u_slot = Signal(range(N))
+        u_go = summed < ready
+        u1_valid, u1_q, u1_m = Signal(), Signal(rng(MQ)), Signal(rng(M))
+        u1_pv = [Signal(NS, name=f"u1_pv{l}") for l in range(L)]
+        pv_at = (u_slot * M + u_m) * NS
+        for l in range(L):
+            m.d.comb += [parts_r[l].addr.eq(u_slot * M + u_m), parts_r[l].en.eq(u_go)]
+            ln = bt.lane[l]
+            setb = Mux(self.pe_ba_valid[l], C(1, N * M * NS) << ((bt.slot * M + ln.m) * NS + ln.s),
+                       0)
+            clrb = Mux(u_go, C((1 << NS) - 1, N * M * NS) << pv_at, 0)
+            # set and clear never meet: a slot is rewritten only after it was summed
+            m.d.sync += [pv[l].eq((pv[l] & ~clrb) | setb), u1_pv[l].eq(pv[l] >> pv_at)]
+        m.d.sync += [u1_valid.eq(u_go), u1_q.eq(summed), u1_m.eq(u_m)]
+        with m.If(u_go):
+            with m.If(u_m == M - 1):
+                m.d.sync += [u_m.eq(0), u_slot.eq(u_slot + 1), summed.eq(summed + 1)]
+            with m.Else():
+                m.d.sync += u_m.eq(u_m + 1)
+        # u1: the levels that had points in (head, slice), added; u2: the sum
+        u2_valid, u2_q, u2_m = Signal(), Signal(rng(MQ)), Signal(rng(M))
+        u2_sum = Signal(data.ArrayLayout(signed(A), D))
+        for ch in range(D):
+            s_, c_ = divmod(ch, CH)
+            terms = [Mux(u1_pv[l][s_], parts_r[l].data[ch * A:(ch + 1) * A].as_signed(), 0)
+                     for l in range(L)]
+            m.d.sync += u2_sum[ch].eq(sum(terms))
+        m.d.sync += [u2_valid.eq(u1_valid), u2_q.eq(u1_q), u2_m.eq(u1_m)]
+        m.submodules.rq_ba = rq_ba = Requant(cfg, acc_bits=A, lanes=D)
+        ba_big = self.shift_agg >= A
+        m.d.comb += [rq_ba.in_valid.eq(u2_valid),
+                     rq_ba.acc.eq(Mux(ba_big, 0, u2_sum.as_value())),
+                     rq_ba.shift.eq(Mux(ba_big, 0, self.shift_agg))]
+        u_tags = [(u2_valid, u2_q, u2_m)]
+        for s in range(1, RQ + 1):
+            t = (Signal(name=f"u_rq{s}_valid"), Signal(rng(MQ), name=f"u_rq{s}_q"),
+                 Signal(rng(M), name=f"u_rq{s}_m"))
+            m.d.sync += [t[i].eq(u_tags[-1][i]) for i in range(3)]
+            u_tags.append(t)
+        w_valid, w_q, w_m = u_tags[-1]
+        sm = add_memory(m, "sampled", C_ * d, MQ)
+        lend_read_port(m, sm, self.agg_rd)
+        sm_w = sm.write_port(granularity=D * d)
+        m.d.comb += [sm_w.addr.eq(w_q), sm_w.data.eq(rq_ba.q.as_value().replicate(M)),
+                     sm_w.en.eq(Mux(rq_ba.out_valid, (C(1, M) << w_m)[:M], 0))]
         ba_done_q = Signal(rng(MQ + 1))
-        with m.If(rq_ba.out_valid & bt.endq):
+        with m.If(rq_ba.out_valid & (w_m == M - 1)):
             m.d.sync += ba_done_q.eq(ba_done_q + 1)
         m.d.comb += self.agg_done.eq(ba_done_q == self.nq_pass)
-        ba_tags_busy = Cat(*[ba_tags[s].valid for s in range(1, LAT + RQ + 1)]).any()
+        behind = Cat(*[ba_tags[s].valid for s in range(1, LAT + 1)], u_go, u1_valid,
+                     *[t[0] for t in u_tags]).any()
 
         # ---- FWP finish: after the last BA operation of the block ---------------------------
         fin_sent = Signal()
@@ -419,9 +556,10 @@ class BAPipeline(wiring.Component):
                                           ~fin_sent & ~ba.busy)]
         with m.If(self.finish.valid & self.finish.ready):
             m.d.sync += fin_sent.eq(1)
-        m.d.comb += [self.idle.eq(~ba.busy), self.drained.eq(fin_sent & ~ba_tags_busy)]
+        m.d.comb += [self.idle.eq(~ba.busy), self.drained.eq(fin_sent & ~behind)]
         with m.If(self.start):
             m.d.sync += fin_sent.eq(0)
         with m.If(self.pass_start):
-            m.d.sync += ba_done_q.eq(0)
+            m.d.sync += [ba_done_q.eq(0), ready.eq(0), summed.eq(0), u_m.eq(0),
+                         u_slot.eq(0)]
         return m

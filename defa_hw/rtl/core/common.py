@@ -77,6 +77,7 @@ class CoreGeometry:
 
     def memory_bits(self):
         """On-chip storage of the core in bits, by memory (for docs and reports)."""
+        from defa_hw.rtl.core.ba_pipeline import BASequencer
         cfg, d = self.cfg, self.cfg.data_bits
         n_off = 2 * self.n_att
         mem = {
@@ -88,6 +89,9 @@ class CoreGeometry:
             "queries + reference points (x2, double-buffered)":
                 2 * self.mq * (self.C * d + self.L * 2 * cfg.ref_frac_bits),
             "keep masks": self.mq * self.M * self.L * self.P,
+            "BA keep words (a word per query)": self.mq * self.M * self.L * self.P,
+            "BA partial sums (per level)":
+                BASequencer.SLOTS * self.M * self.L * self.D * cfg.agg_acc_bits,
             "probabilities": self.mq * self.n_att * cfg.prob_bits,
             "offsets": self.mq * self.n_att * 2 * d,
             "aggregated samples": self.mq * self.C * d,

@@ -25,10 +25,11 @@ def offset_op_layout(geom):
 def ba_operand_signature(cfg):
     """A BA operation for the PE array (driven by the BA pipeline's c8 stage).
 
-    ``busy``: a BA operation is in the BA pipeline (MM must not issue)."""
+    ``busy``: a BA operation is in the BA pipeline (MM must not issue).  The levels'
+    tiles are delimited by ``pt[l].first`` / ``pt[l].last``."""
     d = cfg.data_bits
     return wiring.Signature({
-        "valid": Out(1), "first": Out(1), "last": Out(1), "busy": Out(1),
+        "valid": Out(1), "busy": Out(1),
         "pix": Out(data.ArrayLayout(data.ArrayLayout(
             data.ArrayLayout(signed(d), cfg.ba_channels), 4), cfg.n_levels)),
         "pt": Out(data.ArrayLayout(ba_point_layout(cfg), cfg.n_levels)),
@@ -90,7 +91,7 @@ class MMIssue(wiring.Component):
         Requant shifts of the four kinds.
     pe_valid, pe_mode, pe_first, pe_last, pe_x, pe_w, pe_bias, pe_pix, pe_pt : Out
         The PE array's inputs.
-    pe_out_valid, pe_out_mode, pe_mm_acc : In
+    pe_out_valid, pe_mm_acc : In
         The PE array's MM result.
     res : Out(:func:`mm_result_signature`)
         Requantised MM tiles, every kind (consumers filter on ``tag.kind``).
@@ -136,7 +137,7 @@ class MMIssue(wiring.Component):
             "pe_last": Out(1), "pe_x": Out(g.R * d), "pe_w": Out(tile_w),
             "pe_bias": Out(bias_w), "pe_pix": Out(ba["pix"].shape),
             "pe_pt": Out(ba["pt"].shape),
-            "pe_out_valid": In(1), "pe_out_mode": In(ArrayMode),
+            "pe_out_valid": In(1),
             "pe_mm_acc": In(data.ArrayLayout(signed(g.cfg.mm_acc_bits), g.Cc)),
             "res": Out(mm_result_signature(g)),
             "attn_done": Out(1), "out_done": Out(1), "value_idle": Out(1),
@@ -321,8 +322,7 @@ class MMIssue(wiring.Component):
         m.d.comb += [
             self.pe_valid.eq(i1_valid | ba.valid),
             self.pe_mode.eq(Mux(ba.valid, ArrayMode.BA, ArrayMode.MM)),
-            self.pe_first.eq(Mux(ba.valid, ba.first, i1_first)),
-            self.pe_last.eq(Mux(ba.valid, ba.last, i1_last)),
+            self.pe_first.eq(i1_first), self.pe_last.eq(i1_last),   # MM only
             self.pe_x.eq(x_chunk), self.pe_w.eq(w_ij), self.pe_bias.eq(bias),
             self.pe_pix.eq(ba.pix), self.pe_pt.eq(ba.pt),
         ]
@@ -346,7 +346,7 @@ class MMIssue(wiring.Component):
                 m.d.comb += mm_shift.eq(self.shift_out)
         mm_big = mm_shift >= cfg.mm_acc_bits            # the exact result is 0
         m.d.comb += [
-            rq_mm.in_valid.eq(self.pe_out_valid & (self.pe_out_mode == ArrayMode.MM)),
+            rq_mm.in_valid.eq(self.pe_out_valid),
             rq_mm.acc.eq(Mux(mm_big, 0, self.pe_mm_acc.as_value())),
             rq_mm.shift.eq(Mux(mm_big, 0, mm_shift)),
             self.res.valid.eq(rq_mm.out_valid), self.res.tag.eq(mm_tags[LAT + RQ]),

@@ -238,9 +238,9 @@ class DefaCore(wiring.Component):
             pe.valid.eq(mm.pe_valid), pe.mode.eq(mm.pe_mode), pe.first.eq(mm.pe_first),
             pe.last.eq(mm.pe_last), pe.x.eq(mm.pe_x), pe.w.eq(mm.pe_w), pe.bias.eq(mm.pe_bias),
             pe.pix.eq(mm.pe_pix), pe.pt.eq(mm.pe_pt),
-            mm.pe_out_valid.eq(pe.out_valid), mm.pe_out_mode.eq(pe.out_mode),
+            mm.pe_out_valid.eq(pe.out_valid),
             mm.pe_mm_acc.eq(pe.mm_acc),
-            ba.pe_out_valid.eq(pe.out_valid), ba.pe_out_mode.eq(pe.out_mode),
+            ba.pe_ba_valid.eq(pe.ba_valid),
             ba.pe_ba_acc.eq(pe.ba_acc),
         ]
 
