@@ -82,6 +82,11 @@ class DefaConfig:
     pe_rows, pe_cols:
         PE-array size.  In MM mode one step is a ``pe_rows``-element input
         vector times a ``pe_rows x pe_cols`` weight tile.
+    ba_heads:
+        BA mode: heads sampled per operation.  Each is a lane set of ``n_levels``
+        lanes (one point per level); set ``j`` takes the heads ``m`` with ``m mod
+        ba_heads = j``, so the sets read disjoint value buffers.  Must divide
+        ``n_heads``.
     pap_threshold:
         PAP: points whose attention probability is below this are pruned
         (0 prunes nothing).
@@ -107,6 +112,7 @@ class DefaConfig:
     offset_bound: tuple = (13, 13, 13, 13)
     pe_rows: int = 16
     pe_cols: int = 16
+    ba_heads: int = 1
     pap_threshold: float = 0.02
     fwp_threshold: int = 2
     fwp_counter_bits: int = 8
@@ -158,12 +164,17 @@ class DefaConfig:
             _fail("pe_rows", self.pe_rows, f"must divide d_model = {self.d_model}")
         if self.d_model % self.pe_cols:
             _fail("pe_cols", self.pe_cols, f"must divide d_model = {self.d_model}")
-        lanes, rem = divmod(self.pe_rows * self.pe_cols, 4 * self.n_levels)
+        _check_int("ba_heads", self.ba_heads, 1, self.n_heads)
+        if self.n_heads % self.ba_heads:
+            _fail("ba_heads", self.ba_heads, f"must divide n_heads = {self.n_heads}")
+        per = 4 * self.n_levels * self.ba_heads
+        lanes, rem = divmod(self.pe_rows * self.pe_cols, per)
         if rem or lanes == 0:
-            _fail("pe_rows", self.pe_rows,
+            _fail("ba_heads" if self.ba_heads > 1 else "pe_rows",
+                  self.ba_heads if self.ba_heads > 1 else self.pe_rows,
                   f"BA mode needs pe_rows * pe_cols ({self.pe_rows * self.pe_cols}) to be a "
-                  f"non-zero multiple of 4 * n_levels = {4 * self.n_levels} (4 multipliers per "
-                  f"point, one point per level)")
+                  f"non-zero multiple of 4 * n_levels * ba_heads = {per} (4 multipliers per "
+                  f"point, one point per level and head)")
         if lanes < self.head_dim and self.head_dim % lanes:
             _fail("pe_cols", self.pe_cols,
                   f"BA mode processes {lanes} channels per cycle, which must divide "
@@ -223,10 +234,15 @@ class DefaConfig:
 
     @property
     def ba_channels(self):
-        """Channels per cycle in BA mode: every point needs 4 multipliers (3 bilinear + 1
-        probability), one point per level, so ``pe_rows * pe_cols / (4 * n_levels)``, at
-        most ``head_dim`` (an operation is one head; the PEs beyond it only do MM)."""
-        return min(self.head_dim, self.pe_rows * self.pe_cols // (4 * self.n_levels))
+        """Channels per cycle and BA lane: every point needs 4 multipliers (3 bilinear + 1
+        probability), one point per lane, so ``pe_rows * pe_cols / (4 * ba_lanes)``, at
+        most ``head_dim`` (a lane samples one head; the PEs beyond the lanes only do MM)."""
+        return min(self.head_dim, self.pe_rows * self.pe_cols // (4 * self.ba_lanes))
+
+    @property
+    def ba_lanes(self):
+        """BA lanes: one per level and head sampled per operation, ``n_levels * ba_heads``."""
+        return self.n_levels * self.ba_heads
 
     @property
     def pap_threshold_code(self):
@@ -268,6 +284,7 @@ class DefaConfig:
         """Derived widths and sizes, for reports and ``defa-hw config --derived``."""
         return {
             "head_dim": self.head_dim, "n_lp": self.n_lp, "ba_channels": self.ba_channels,
+            "ba_lanes": self.ba_lanes,
             "mm_acc_bits": self.mm_acc_bits, "coord_bits": self.coord_bits,
             "bilinear_bits": self.bilinear_bits, "agg_acc_bits": self.agg_acc_bits,
             "pap_threshold_code": self.pap_threshold_code,
@@ -350,8 +367,8 @@ PRESETS = {
     # Deformable DETR encoder (800 x 1333 input), DEFA's 16-bank buffer and 16x16 PE tile.
     "defa": DefaConfig(name="defa"),
     # The scaled-out point (docs/explore.md): the same model and buffer, a 64x64 PE array
-    # (4,096 PEs, 16x DEFA's), BA one head of 32 channels per operation.
-    "defa-xl": DefaConfig(name="defa-xl", pe_rows=64, pe_cols=64),
+    # (4,096 PEs, 16x DEFA's), BA on all 8 heads at once (32 lanes of 32 channels).
+    "defa-xl": DefaConfig(name="defa-xl", pe_rows=64, pe_cols=64, ba_heads=8),
 }
 
 

@@ -56,6 +56,10 @@ def test_replace_makes_validated_variant():
     ({"offset_bound": (7, 7, 7)}, "offset_bound", "one bound per level"),
     ({"pe_rows": 3}, "pe_rows", "must divide d_model"),
     ({"pe_rows": 2, "pe_cols": 2}, "pe_rows", "multiple of 4 \\* n_levels"),
+    ({"ba_heads": 3}, "ba_heads", "must divide n_heads = 8"),
+    ({"ba_heads": 16}, "ba_heads", "1..8"),
+    ({"ba_heads": 0}, "ba_heads", "1..8"),
+    ({"ba_heads": 8, "pe_rows": 8, "pe_cols": 8}, "ba_heads", "multiple of 4 \\* n_levels \\* ba_heads = 128"),
     ({"pap_threshold": -0.1}, "pap_threshold", "0.0 <= value < 1.0"),
     ({"pap_threshold": float("nan")}, "pap_threshold", "finite"),
     ({"fwp_threshold": 256}, "fwp_threshold", "0..255"),
@@ -100,6 +104,12 @@ def test_core_arrays_beyond_one_tile():
             else:
                 with pytest.raises(ConfigError, match="to be a multiple of (ba_channels|n_levels)"):
                     check_core_config(cfg)
+    # several heads per BA operation: the lanes share the array
+    for j in (1, 2, 4, 8):
+        cfg = base.replace(pe_rows=64, pe_cols=64, ba_heads=j)
+        assert (cfg.ba_lanes, cfg.ba_channels) == (4 * j, 32)
+        check_core_config(cfg)
+    assert base.replace(ba_heads=2).ba_channels == 8          # 256 PEs / (4 * 8 lanes)
     g = CoreGeometry(preset("defa-xl"))
     # 32 points per batch from Kc = 4 chunks: 16 lane groups of 2, 16 weight copies
     assert (g.kc, g.B, g.Bg, g.n_groups, g.n_slices, g.wr_beats) == (4, 32, 2, 16, 1, 2)

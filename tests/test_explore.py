@@ -40,10 +40,15 @@ def test_composition_is_the_sum_of_its_parts():
     # more queries per pass: only the per-query memories grow
     b = compose(cfg, 128, leaves, "generic")
     assert b["logic"] == a["logic"] and b["sram_bits"] > a["sram_bits"]
-    # defa-xl: 512 PEs in BA groups (one head, 32 channels x 4 levels x 4), 3,584 MM-only
+    # defa-xl one head per BA operation: 512 PEs in BA groups (32 channels x 4 levels x 4),
+    # 3,584 MM-only; with its 8 heads at once every PE is in a BA group, 32 sampling units
+    xl1 = compose(preset("defa-xl").replace(ba_heads=1), 64, leaves, "generic")
+    assert (xl1["parts"]["pe"]["count"], xl1["parts"]["pe_mm"]["count"]) == (512, 3584)
+    assert xl1["logic"] == pytest.approx(512 * 10.0 + 3584 * 6.0 + 8 * 100.0 + 4 * 7.0 + 8.0)
     xl = compose(preset("defa-xl"), 64, leaves, "generic")
-    assert (xl["parts"]["pe"]["count"], xl["parts"]["pe_mm"]["count"]) == (512, 3584)
-    assert xl["logic"] == pytest.approx(512 * 10.0 + 3584 * 6.0 + 8 * 100.0 + 4 * 7.0 + 8.0)
+    assert (xl["parts"]["pe"]["count"], xl["parts"]["pe_mm"]["count"]) == (4096, 0)
+    assert xl["logic"] == pytest.approx(4096 * 10.0 + 8 * 100.0 + 32 * 7.0 + 8.0)
+    assert xl["sram_bits"] > xl1["sram_bits"]           # FWP counter and read copies
 
 
 def test_composition_checked_against_the_synthesised_cores():

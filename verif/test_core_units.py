@@ -199,27 +199,30 @@ def test_offset_gather(seed, array):
 # ---- BA sequencer -------------------------------------------------------------------------
 
 def _lane_ops(g, keep_q):
-    """One query's documented BA operations: every level lane takes the kept points of
-    its level, head by head, slice by slice (``(m, s, p, first, last)``); the query takes
-    ``max(1, longest lane)`` operations."""
+    """One query's documented BA operations: lane (j, l) takes the kept points of level l
+    in the heads ``i * ba_heads + j``, head by head, slice by slice (``(i, s, p, first,
+    last)``); the query takes ``max(1, longest lane)`` operations."""
     lanes = []
-    for l in range(g.L):
+    for ln in range(g.L * g.J):
+        l, j = ln % g.L, ln // g.L
         ops = []
-        for h in range(g.M):
+        for i in range(g.M // g.J):
+            h = i * g.J + j
             pts = [p for p in range(g.P) if keep_q[h, l * g.P + p]]
             for s in range(g.n_slices):
-                ops += [(h, s, p, i == 0, i == len(pts) - 1) for i, p in enumerate(pts)]
+                ops += [(i, s, p, k == 0, k == len(pts) - 1) for k, p in enumerate(pts)]
         lanes.append(ops)
     return lanes, max(1, max(len(o) for o in lanes))
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_ba_sequencer(seed):
-    """Per query every level lane issues its own kept points back to back
-    (docs/performance.md, BA); a query starts once its keep word is loaded (``n_heads``
-    reads per query, the first ``LOAD`` cycles into BA), start_ok is up, the value
-    windows hold its rows and the query ``SLOTS`` before it has been summed."""
-    g = CoreGeometry(preset("tiny"), 2 * BASequencer.SLOTS)
+@pytest.mark.parametrize("ba_heads,seed", [(1, 0), (1, 1), (1, 2), (2, 3)])
+def test_ba_sequencer(ba_heads, seed):
+    """Per query every lane issues its own kept points back to back (docs/performance.md,
+    BA), lane set j on the heads ``m mod ba_heads = j``; the keep words come as F reads
+    them (``keep_seen``, in OFFSET); a query starts once start_ok is up, the value windows
+    hold its rows and the query ``SLOTS`` before it has been summed."""
+    cfg = preset("tiny").replace(ba_heads=ba_heads)
+    g = CoreGeometry(cfg, 2 * BASequencer.SLOTS)
     rng = np.random.default_rng(100 + seed)
     nq = int(rng.integers(BASequencer.SLOTS + 1, g.mq + 1))
     keep = _keep_words(g, rng, nq)
@@ -229,8 +232,8 @@ def test_ba_sequencer(seed):
         lanes, T = _lane_ops(g, keep[q])
         length.append(T)
         for t in range(T):
-            want.append((q, t == T - 1, [lanes[l][t] if t < len(lanes[l]) else None
-                                         for l in range(g.L)]))
+            want.append((q, t == T - 1, [lanes[ln][t] if t < len(lanes[ln]) else None
+                                         for ln in range(g.L * g.J)]))
     seq = BASequencer(g)
     got, cycles = [], []
     START_OK, HOLD, SUMMED = 3, 30, 60          # cycles (from BA) of the three gates
@@ -240,6 +243,14 @@ def test_ba_sequencer(seed):
         ctx.set(seq.pass_start, 1)
         await ctx.tick()
         ctx.set(seq.pass_start, 0)
+        ctx.set(seq.phase, Phase.OFFSET)
+        for h, w in enumerate(words):             # F's reads, with gaps
+            ctx.set(seq.keep_seen, {"valid": 1, "head": h, "word": w})
+            await ctx.tick()
+            if h % 3 == 0:
+                ctx.set(seq.keep_seen.valid, 0)
+                await ctx.tick()
+        ctx.set(seq.keep_seen.valid, 0)
         ctx.set(seq.phase, Phase.BA)
         wq = 0                                    # the value windows' checked query
         for cyc in range(len(want) + 400):
@@ -251,11 +262,11 @@ def test_ba_sequencer(seed):
                 op = ctx.get(seq.op)
                 assert op.q == wq or not ctx.get(seq.take), "a query started unchecked"
                 lanes = []
-                for l in range(g.L):
-                    ln = op.lane[l]
-                    lanes.append((ln.m, ln.s, ln.p, bool(ln.first), bool(ln.last))
-                                 if ln.keep else None)
-                    assert ln.keep or not (ln.first or ln.last)
+                for ln in range(g.L * g.J):
+                    lo = op.lane[ln]
+                    lanes.append((lo.i, lo.s, lo.p, bool(lo.first), bool(lo.last))
+                                 if lo.keep else None)
+                    assert lo.keep or not (lo.first or lo.last)
                 got.append((op.q, bool(op.endq), lanes))
                 cycles.append(cyc)
             elif got and len(got) == len(want):
@@ -265,18 +276,17 @@ def test_ba_sequencer(seed):
                 wq += 1 if wq + 1 < nq else 0
             await ctx.tick()
 
-    _run(_KeepMemory(seq, words), bench)
+    _run(seq, bench)
     assert got == want
-    # query q starts at the latest of: the previous query's end, its keep word loaded,
-    # start_ok, the windows (query 1) and its slot (query SLOTS); then back to back
+    # query q starts at the latest of: the previous query's end, start_ok, the windows
+    # (query 1) and its slot (query SLOTS on); then back to back
     expect, t = [], 0
     for q in range(nq):
-        s = max(t, (q + 1) * g.M + 2, START_OK, HOLD if q == 1 else 0,
+        s = max(t, START_OK, HOLD if q == 1 else 0,
                 SUMMED if q >= BASequencer.SLOTS else 0)
         expect += [s + i for i in range(length[q])]
         t = s + length[q]
     assert cycles == expect
-    assert cycles[0] == BASequencer.load_cycles(g)
 
 
 # ---- controller ---------------------------------------------------------------------------

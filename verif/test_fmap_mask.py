@@ -31,34 +31,39 @@ from verif.lib.stream import StreamSink, StreamSource, random_pause, run_agents
 # ---- stimulus ---------------------------------------------------------------------------
 
 def random_bundles(cfg, shapes, rng, n, *, mode="spread", keep_prob=0.8):
-    """``n`` beats of one point per level: dict arrays keep/prob (n, L), ny/nx/inb (n, L, 4).
+    """``n`` beats of one point per BA lane (lane ``j * L + l`` on level l): dict arrays
+    keep/prob (n, lanes), ny/nx/inb (n, lanes, 4).
 
     ``spread``: top-left neighbour anywhere the clamped offsets can reach (including
     partly and fully out-of-map windows).  ``hot``: windows inside a 3x3 pixel area, so
     pixel (1, 1) is hit by every beat (back to back, so forwarded) and saturates.  ``corner``: the far corner
     of each level (largest word addresses).
     """
-    L = cfg.n_levels
+    L, NL = cfg.n_levels, cfg.ba_lanes
     top = (1 << cfg.prob_bits) - 1
-    keep = np.zeros((n, L), dtype=bool)
-    prob = np.zeros((n, L), dtype=np.int64)
-    y0 = np.zeros((n, L), dtype=np.int64)
-    x0 = np.zeros((n, L), dtype=np.int64)
+    keep = np.zeros((n, NL), dtype=bool)
+    prob = np.zeros((n, NL), dtype=np.int64)
+    y0 = np.zeros((n, NL), dtype=np.int64)
+    x0 = np.zeros((n, NL), dtype=np.int64)
     for i in range(n):
-        for l, (h, w) in enumerate(shapes):
+        for ln in range(NL):
+            l = ln % L
+            h, w = shapes[l]
             b = cfg.offset_bound[l]
-            keep[i, l] = rng.random() < keep_prob
-            prob[i, l] = rng.choice([0, top, rng.randrange(top + 1), rng.randrange(256)])
+            keep[i, ln] = rng.random() < keep_prob
+            prob[i, ln] = rng.choice([0, top, rng.randrange(top + 1), rng.randrange(256)])
             if mode == "hot":
-                y0[i, l], x0[i, l] = rng.randrange(0, 2), rng.randrange(0, 2)
+                y0[i, ln], x0[i, ln] = rng.randrange(0, 2), rng.randrange(0, 2)
             elif mode == "corner":
-                y0[i, l], x0[i, l] = rng.randrange(h - 2, h), rng.randrange(w - 2, w)
+                y0[i, ln], x0[i, ln] = rng.randrange(h - 2, h), rng.randrange(w - 2, w)
             else:
-                y0[i, l], x0[i, l] = rng.randrange(-b - 1, h + b), rng.randrange(-b - 1, w + b)
+                y0[i, ln], x0[i, ln] = (rng.randrange(-b - 1, h + b),
+                                        rng.randrange(-b - 1, w + b))
     ny = np.stack([y0, y0, y0 + 1, y0 + 1], axis=-1)
     nx = np.stack([x0, x0 + 1, x0, x0 + 1], axis=-1)
-    H = np.array([s[0] for s in shapes])[None, :, None]
-    W = np.array([s[1] for s in shapes])[None, :, None]
+    lv = np.arange(NL) % L
+    H = np.array([s[0] for s in shapes])[lv][None, :, None]
+    W = np.array([s[1] for s in shapes])[lv][None, :, None]
     inb = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
     return {"keep": keep, "prob": prob, "ny": ny, "nx": nx, "inb": inb}
 
@@ -74,7 +79,7 @@ def encode_bundles(cfg, b):
         pts = [{"keep": int(b["keep"][i, l]), "prob": int(b["prob"][i, l]),
                 "nb": [{"y": int(b["ny"][i, l, k]), "x": int(b["nx"][i, l, k]),
                         "inb": int(b["inb"][i, l, k])} for k in range(4)]}
-               for l in range(cfg.n_levels)]
+               for l in range(cfg.ba_lanes)]
         out.append(layout.const(pts).as_value().value)
     return out
 
@@ -83,8 +88,9 @@ def golden_mask(cfg, shapes, b, threshold, enable):
     """Expected next-block mask (S,) from the golden counters."""
     shapes = np.asarray(shapes, dtype=np.int64)
     S = int((shapes[:, 0] * shapes[:, 1]).sum())
-    W = shapes[:, 1][None, :, None]
-    pixel = level_start(shapes)[None, :, None] + b["ny"] * W + b["nx"]
+    lv = np.arange(cfg.ba_lanes) % cfg.n_levels
+    W = shapes[:, 1][lv][None, :, None]
+    pixel = level_start(shapes)[lv][None, :, None] + b["ny"] * W + b["nx"]
     pixel = np.where(b["inb"], pixel, 0)
     gcfg = cfg.replace(fwp_threshold=threshold)
     counts = fmap_counts(pixel, b["inb"], b["prob"], b["keep"], S, gcfg)
@@ -281,10 +287,13 @@ async def fm_full_map(dut):
 
 # ---- pytest entry -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("preset_name", ["tiny", "defa"])
+@pytest.mark.parametrize("preset_name", ["tiny", "defa", "tiny_h2"])
 def test_fmap_mask(preset_name):
+    """``tiny_h2``: two heads per BA operation, so two points per level per beat and two
+    counter copies that the sweep adds."""
     from defa_hw.config import preset
-    cfg = preset(preset_name)
+    cfg = (preset("tiny").replace(name=preset_name, ba_heads=2) if preset_name == "tiny_h2"
+           else preset(preset_name))
     run_cocotb(component=FmapMaskGenerator(cfg), toplevel="fmap_mask",
                test_module="test_fmap_mask", build_name=f"fmap_mask_{preset_name}", cfg=cfg)
 

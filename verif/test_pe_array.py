@@ -26,7 +26,7 @@ MIN_RANDOM_WORK = 10_000
 def random_ops(cfg, scale=1.0):
     """(MM ops, BA ops) of random stimulus: >= MIN_RANDOM_WORK * scale per mode."""
     mm = -(-int(MIN_RANDOM_WORK * scale) // (cfg.pe_rows * cfg.pe_cols))
-    ba = -(-int(MIN_RANDOM_WORK * scale) // (cfg.ba_channels * cfg.n_levels))
+    ba = -(-int(MIN_RANDOM_WORK * scale) // (cfg.ba_channels * cfg.ba_lanes))
     return mm, ba
 
 
@@ -182,7 +182,7 @@ def _pack_points(pt, cfg):
     from defa_hw.rtl.pe_array import ba_point_layout
     lay = ba_point_layout(cfg)
     word = 0
-    for l in range(cfg.n_levels):
+    for l in range(cfg.ba_lanes):
         for name in ("t0", "t1", "t01", "prob", "keep", "first", "last"):
             fld = lay[name]
             word |= (int(pt[name][l]) & ((1 << fld.width) - 1)) << (l * lay.size + fld.offset)
@@ -200,7 +200,7 @@ def build_program(tiles, cfg, rng):
     """
     from golden.pe_array import ba_schedule, mm_schedule, pe_array_ba, pe_array_mm
     from defa_hw.rtl.pe_array import PEArray
-    d, L, P = cfg.data_bits, cfg.n_levels, cfg.n_points
+    d, L, P, J = cfg.data_bits, cfg.n_levels, cfg.n_points, cfg.ba_heads
     gap = PEArray.BA_TO_MM_GAP
     ops, expected = [], []
     prev_mode = None
@@ -230,35 +230,37 @@ def build_program(tiles, cfg, rng):
             while k < len(tiles) and tiles[k]["mode"] == "ba":
                 seg.append(tiles[k])
                 k += 1
-            # per level: slots (pix (4, CH), point dict) and the tiles' last slots
-            slots = [[] for _ in range(L)]
-            for t in seg:
+            # per lane: slots (pix (4, CH), point dict); lane j * L + l takes level l of
+            # the tiles j, j + J, ... (J = ba_heads)
+            NL = J * L
+            idle = lambda: (_values(rng, (4, cfg.ba_channels), cfg),
+                            dict(t0=1, t1=2, t01=3, prob=int(rng.integers(0, 8)), keep=0,
+                                 first=0, last=0))
+            slots = [[] for _ in range(NL)]
+            for ti, t in enumerate(seg):
+                j = ti % J
                 pix, pt = ba_schedule(t["neigh"], t["t0"], t["t1"], t["t01"], t["prob"],
                                       t["keep"], cfg)
                 for l in range(L):
-                    for _ in range(int(rng.choice([0, 0, 0, 1, 2]))):
-                        slots[l].append((_values(rng, pix[0, l].shape, cfg),
-                                         dict(t0=0, t1=0, t01=0, prob=int(rng.integers(0, 4)),
-                                              keep=0, first=0, last=0)))
+                    ln = j * L + l
+                    slots[ln] += [idle() for _ in range(int(rng.choice([0, 0, 0, 1, 2])))]
                     for s in range(P):
-                        slots[l].append((pix[s, l], {**{n: v[s, l] for n, v in pt.items()},
-                                                     "first": int(s == 0),
-                                                     "last": int(s == P - 1)}))
+                        slots[ln].append((pix[s, l], {**{n: v[s, l] for n, v in pt.items()},
+                                                      "first": int(s == 0),
+                                                      "last": int(s == P - 1)}))
                     sel = slice(l * P, (l + 1) * P)
                     exp = pe_array_ba(t["neigh"][sel], t["t0"][sel], t["t1"][sel],
                                       t["t01"][sel], t["prob"][sel], t["keep"][sel], cfg)
-                    expected.append(("ba", len(ops) + len(slots[l]) - 1, l,
+                    expected.append(("ba", len(ops) + len(slots[ln]) - 1, ln,
                                      _pack(exp, cfg.agg_acc_bits), exp))
             n = max(len(sl) for sl in slots)
-            for l in range(L):
-                while len(slots[l]) < n:
-                    slots[l].append((_values(rng, slots[l][0][0].shape, cfg),
-                                     dict(t0=1, t1=2, t01=3, prob=5, keep=0, first=0, last=0)))
+            for sl in slots:
+                sl += [idle() for _ in range(n - len(sl))]
             for s in range(n):
                 ops.append({"mode": 1, "first": int(rng.integers(0, 2)),
                             "last": int(rng.integers(0, 2)),
-                            "pix": _pack(np.stack([slots[l][s][0] for l in range(L)]), d),
-                            "pt": _pack_points({f: [slots[l][s][1][f] for l in range(L)]
+                            "pix": _pack(np.stack([slots[ln][s][0] for ln in range(NL)]), d),
+                            "pt": _pack_points({f: [slots[ln][s][1][f] for ln in range(NL)]
                                                 for f in slots[0][s][1]}, cfg)})
             t = seg[-1]
         prev_mode = t["mode"]
@@ -287,7 +289,7 @@ async def run_program(dut, cfg, ops, expected, rng):
     from cocotb.triggers import FallingEdge
     from defa_hw.rtl.pe_array import PEArray
     lat = PEArray(cfg).LATENCY
-    L, CH, A = cfg.n_levels, cfg.ba_channels, cfg.agg_acc_bits
+    L, CH, A = cfg.ba_lanes, cfg.ba_channels, cfg.agg_acc_bits
     due_mm, due_ba = {}, {}
     for mode, n, l, word, exp in expected:
         if mode == "mm":
@@ -363,7 +365,7 @@ async def pe_array_mm_then_ba(dut):
     wall = time.perf_counter() - t0
     dut._log.info(f"{cfg.name}: {len(expected)} tiles, {mm_ops} MM ops "
                   f"({mm_ops * cfg.pe_rows * cfg.pe_cols} MACs), {ba_ops} BA ops "
-                  f"({ba_ops * cfg.n_levels * cfg.ba_channels} bilinear+MAC), "
+                  f"({ba_ops * cfg.ba_lanes * cfg.ba_channels} bilinear+MAC), "
                   f"{cycles} cycles in {wall:.2f} s")
     _bench_record("pe_array_mm_then_ba", cycles, wall)
 
@@ -428,6 +430,8 @@ def _variant(name):
         # More PEs than a head's BA groups (ba_channels capped at head_dim = 16): 256 of
         # the 512 PEs only do MM.
         "tiny_xl": dict(pe_rows=16, pe_cols=32),
+        # Two heads per BA operation: 8 lanes of 1 channel.
+        "tiny_h2": dict(ba_heads=2),
         # Two levels, three points.
         "tiny_l2": dict(n_levels=2, n_banks=8, n_points=3, max_shapes=((12, 10), (6, 5)),
                         offset_bound=(1, 2)),
@@ -440,7 +444,7 @@ def _variant(name):
     return preset(name)
 
 
-@pytest.mark.parametrize("name", ["tiny", "defa", "tiny_r1", "tiny_xl",
+@pytest.mark.parametrize("name", ["tiny", "defa", "tiny_r1", "tiny_xl", "tiny_h2",
                                   pytest.param("tiny_r8", marks=pytest.mark.slow),
                                   pytest.param("tiny_l2", marks=pytest.mark.slow),
                                   pytest.param("tiny_l1", marks=pytest.mark.slow)])
@@ -452,7 +456,7 @@ def test_pe_array(name):
                build_name=f"pe_array_{name}", cfg=cfg)
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny_r1", "tiny_xl",
+@pytest.mark.parametrize("name", ["tiny", "tiny_r1", "tiny_xl", "tiny_h2",
                                   pytest.param("defa", marks=pytest.mark.slow)])
 def test_pe_array_structure(name, tmp_path):
     """Every multiplier is a PE multiplier, and the adders are exactly the PE
@@ -463,7 +467,7 @@ def test_pe_array_structure(name, tmp_path):
     cfg = _variant(name)
     cells = yosys_cells(to_verilog(PEArray(cfg), name="pe_array"), "pe_array", tmp_path)
     n_pe = cfg.pe_rows * cfg.pe_cols
-    groups = cfg.ba_channels * cfg.n_levels
+    groups = cfg.ba_channels * cfg.ba_lanes
     assert cells.get("$mul", 0) == n_pe
     assert cells.get("$sub", 0) == 4 * groups
     assert cells.get("$add", 0) == n_pe + 3 * groups + cfg.pe_cols * (cfg.pe_rows - 1)

@@ -25,12 +25,12 @@ __all__ = ["LEAVES", "TARGETS", "leaf_rtlil", "leaf_synth", "compose", "validate
 
 #: Registered blocks the core instantiates unchanged -> (count rule, count(cfg)).
 LEAVES = {
-    "pe": ("4 * n_levels * ba_channels (the BA groups' PEs)",
-           lambda cfg: 4 * cfg.n_levels * cfg.ba_channels),
+    "pe": ("4 * ba_lanes * ba_channels (the BA groups' PEs)",
+           lambda cfg: 4 * cfg.ba_lanes * cfg.ba_channels),
     "pe_mm": ("pe_rows * pe_cols - the BA groups' PEs (role mm: MM only)",
-              lambda cfg: cfg.pe_rows * cfg.pe_cols - 4 * cfg.n_levels * cfg.ba_channels),
+              lambda cfg: cfg.pe_rows * cfg.pe_cols - 4 * cfg.ba_lanes * cfg.ba_channels),
     "fmap_buffer": ("n_heads (value buffers)", lambda cfg: cfg.n_heads),
-    "sampling_address": ("n_levels (BA pipeline)", lambda cfg: cfg.n_levels),
+    "sampling_address": ("ba_lanes (BA pipeline)", lambda cfg: cfg.ba_lanes),
     "softmax": ("1", lambda cfg: 1),
     "fmap_mask": ("1 (FWP)", lambda cfg: 1),
 }

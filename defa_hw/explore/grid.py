@@ -46,11 +46,13 @@ def _core_param(name):
     return apply
 
 
-#: The sweep axes, in label order.  BA parallelism (``ba_channels``) is derived from the
-#: PE array today; a config field for it would be one more line here.
+#: The sweep axes, in label order.
 AXES = (
     Axis("pe", "PE array (pe_rows, pe_cols); BA mode's ba_channels follows from it",
          _field("pe_rows", "pe_cols")),
+    Axis("ba_heads", "BA parallelism: heads sampled per operation (lane sets of n_levels "
+         "lanes; ba_channels = pe_rows * pe_cols / (4 * n_levels * ba_heads), at most "
+         "head_dim)", _field("ba_heads")),
     Axis("max_queries", "queries per pass (a core parameter, not a config field)",
          _core_param("max_queries")),
     Axis("offset_bound", "sampling-offset bound in pixels, the same on every level "
@@ -63,9 +65,10 @@ AXES = (
 #: 5 and 1 are the largest with 32, 16 and 8 window rows (``cfg.buffer_rows``): a bound
 #: between them costs accuracy for no memory.
 GRIDS = {
-    "small": {"pe": [BASE, (32, 32)], "max_queries": [DEFAULT_MAX_QUERIES],
+    "small": {"pe": [BASE, (32, 32)], "ba_heads": [BASE], "max_queries": [DEFAULT_MAX_QUERIES],
               "offset_bound": [BASE, 4], "n_banks": [BASE]},
     "full": {"pe": [(16, 16), (16, 32), (32, 16), (32, 32), (32, 64), (64, 32), (64, 64)],
+             "ba_heads": [1, 8],
              "max_queries": [64, 128, 256], "offset_bound": [13, 5, 1],
              "n_banks": [BASE, 32]},
 }
@@ -95,16 +98,19 @@ def _build(base, values):
 
 
 def point_label(cfg, mq):
-    """Short label of a point: PE array, max_queries, offset bounds, banks."""
+    """Short label of a point: PE array, BA heads (when more than one), max_queries,
+    offset bounds, banks."""
     ob = cfg.offset_bound
     ob = str(ob[0]) if len(set(ob)) == 1 else "/".join(map(str, ob))
-    return f"pe {cfg.pe_rows}x{cfg.pe_cols} mq {mq} ob {ob} nb {cfg.n_banks}"
+    bh = f" bh {cfg.ba_heads}" if cfg.ba_heads > 1 else ""
+    return f"pe {cfg.pe_rows}x{cfg.pe_cols}{bh} mq {mq} ob {ob} nb {cfg.n_banks}"
 
 
 def _requested_label(values):
     def fmt(v):
         return "x".join(map(str, v)) if isinstance(v, tuple) else str(v)
-    short = {"pe": "pe", "max_queries": "mq", "offset_bound": "ob", "n_banks": "nb"}
+    short = {"pe": "pe", "ba_heads": "bh", "max_queries": "mq", "offset_bound": "ob",
+             "n_banks": "nb"}
     return " ".join(f"{short.get(a.name, a.name)} {fmt(values[a.name])}" for a in AXES)
 
 

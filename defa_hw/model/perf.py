@@ -63,12 +63,13 @@ class Prediction:
 
 
 def _head_groups(keep, g):
-    """Per query: BA operations ``T = max(1, n_slices * max_l kept_l)`` (every level lane
-    takes its level's kept points over all heads); per (query, head): kept points."""
-    k = keep.reshape(keep.shape[0], g.M, g.L, g.P)
-    per_level = k.sum(axis=(1, 3))
-    T = np.maximum(1, g.n_slices * per_level.max(axis=1))
-    return T, k.reshape(keep.shape[0], g.M, g.L * g.P).sum(axis=2)
+    """Per query: BA operations ``T = max(1, n_slices * max_(j,l) kept_jl)`` (lane (j, l)
+    takes the kept points of level l in the heads ``m mod ba_heads = j``); per (query,
+    head): kept points."""
+    k = keep.reshape(keep.shape[0], g.M // g.J, g.J, g.L, g.P)   # head m = i * J + j
+    per_lane = k.sum(axis=(1, 4))
+    T = np.maximum(1, g.n_slices * per_lane.max(axis=(1, 2)))
+    return T, keep.reshape(keep.shape[0], g.M, g.L * g.P).sum(axis=2)
 
 
 def _ba_pass(T, g, *, first_at, misses, d):
@@ -78,12 +79,11 @@ def _ba_pass(T, g, *, first_at, misses, d):
     written; after its window load when it misses); ``misses`` {pass query index: (VALUE
     cycles, value-write resume)} for the later queries that miss.  A query starts at the
     latest of: the previous query's end (+ the window check of ``CHECK + 1`` cycles
-    from the previous start, or the BA drain, VALUE and the resume after a miss), its keep
-    word (the loader's ``n_heads`` reads per query), and its partial-sum slot (the level
-    sum has read the query ``SLOTS`` before; the sum reads a query's heads one per cycle
-    from ``SUM`` after its last operation).  Returns (last operation, aggregated samples
-    all written (``agg_done``))."""
-    M, N = g.M, BASequencer.SLOTS
+    from the previous start, or the BA drain, VALUE and the resume after a miss) and its
+    partial-sum slot (the level sum has read the query ``SLOTS`` before; the sum reads a
+    query's heads, ``ba_heads`` per cycle, from ``SUM`` after its last operation).  Returns
+    (last operation, aggregated samples all written (``agg_done``))."""
+    M, N = g.M // g.J, BASequencer.SLOTS
     SUM = BAPipeline.sum_delay(g)
     e = s = None
     u = -M
@@ -96,7 +96,6 @@ def _ba_pass(T, g, *, first_at, misses, d):
             a = e + 1 + BAPipeline.C8 + 1 + resume + v
         else:
             a = max(e + 1, s + ValueWindow.CHECK + 1)
-        a = max(a, i * M + BASequencer.load_cycles(g))
         if i >= N:
             a = max(a, u_start[i - N] + M)
         s, e = a, a + int(t) - 1

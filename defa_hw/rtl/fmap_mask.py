@@ -16,7 +16,8 @@ __all__ = ["FmapMaskGenerator", "bundle_layout", "mask_bit_layout"]
 
 
 def bundle_layout(cfg):
-    """One input beat: one point per level (point ``l`` belongs to level ``l``).
+    """One input beat: one point per BA lane (point ``j * n_levels + l`` belongs to
+    level ``l``; ``ba_heads`` points per level).
 
     Per point: ``keep`` (point survived PAP; 0 also marks an empty slot), ``prob``
     (UQ0.prob_bits) and its 4 neighbours ``(y, x, inb)`` as produced by the sampling
@@ -29,7 +30,7 @@ def bundle_layout(cfg):
         "prob": unsigned(cfg.prob_bits),
         "nb": data.ArrayLayout(neighbour, 4),
     })
-    return data.ArrayLayout(point, cfg.n_levels)
+    return data.ArrayLayout(point, cfg.ba_lanes)
 
 
 def mask_bit_layout(cfg):
@@ -52,6 +53,9 @@ class FmapMaskGenerator(wiring.Component):
     :class:`~defa_hw.rtl.levels.BankMap` (``bank_map``): pixel ``(y, x)`` of level ``l``
     lives in bank ``4l + 2 (y & 1) + (x & 1)`` at word ``(y >> 1) * ceil(W_max/2) +
     (x >> 1)``, so the 4 neighbours of the 4 points of a beat hit 16 different banks.
+    With ``ba_heads`` > 1 a beat has a point per level and head: every head set has its
+    own copy of the counters (``ba_heads`` x the banks), and the sweep adds the copies
+    (saturated, like one counter: every increment is positive).
 
     Parameters
     ----------
@@ -60,7 +64,7 @@ class FmapMaskGenerator(wiring.Component):
     Attributes
     ----------
     points : In(stream of :func:`bundle_layout`)
-        One point per level per beat; ready whenever the block is accumulating.
+        One point per BA lane per beat; ready whenever the block is accumulating.
     finish : In(stream of :func:`shapes_layout`)
         Ends the block: carries the runtime shapes of the map being counted; starts
         the sweep once the pipeline has drained.
@@ -105,7 +109,7 @@ class FmapMaskGenerator(wiring.Component):
 
     @property
     def storage_bits(self):
-        return sum(self.depths) * self.cfg.fwp_counter_bits
+        return sum(self.depths) * self.cfg.fwp_counter_bits * self.cfg.ba_heads
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -122,10 +126,14 @@ class FmapMaskGenerator(wiring.Component):
         with m.If(self.threshold_we):
             m.d.sync += thr.eq(self.threshold)
 
+        # One counter copy per head sampled at once (``ba_heads``): copy j counts lane
+        # set j's points, the sweep adds the copies.  Global bank ``j * n_banks + b``.
+        J, NB = cfg.ba_heads, self.n_banks
+        depth = [self.depths[gb % NB] for gb in range(J * NB)]
         banks = []
-        for b in range(self.n_banks):
-            mem = Memory(shape=cb, depth=self.depths[b], init=[])
-            m.submodules[f"bank{b}"] = mem
+        for gb in range(J * NB):
+            mem = Memory(shape=cb, depth=depth[gb], init=[])
+            m.submodules[f"bank{gb}"] = mem
             # Non-transparent read: maps onto any 1R1W SRAM; the RMW hazard is handled
             # by explicit forwarding below.
             banks.append((mem.read_port(), mem.write_port()))
@@ -138,24 +146,26 @@ class FmapMaskGenerator(wiring.Component):
         accept = self.points.valid & self.points.ready
 
         inc_bits = cfg.fwp_weight_bits + 1
-        s0_valid = [Signal(name=f"s0_valid{b}") for b in range(self.n_banks)]
-        s0_addr = [Signal(range(self.depths[b]), name=f"s0_addr{b}") for b in range(self.n_banks)]
-        s0_inc = [Signal(inc_bits, name=f"s0_inc{l}") for l in range(L)]
-        s1_valid = [Signal(name=f"s1_valid{b}") for b in range(self.n_banks)]
-        s1_addr = [Signal(range(self.depths[b]), name=f"s1_addr{b}") for b in range(self.n_banks)]
-        s1_inc = [Signal(inc_bits, name=f"s1_inc{l}") for l in range(L)]
+        NL = cfg.ba_lanes
+        s0_valid = [Signal(name=f"s0_valid{b}") for b in range(J * NB)]
+        s0_addr = [Signal(range(depth[b]), name=f"s0_addr{b}") for b in range(J * NB)]
+        s0_inc = [Signal(inc_bits, name=f"s0_inc{l}") for l in range(NL)]
+        s1_valid = [Signal(name=f"s1_valid{b}") for b in range(J * NB)]
+        s1_addr = [Signal(range(depth[b]), name=f"s1_addr{b}") for b in range(J * NB)]
+        s1_inc = [Signal(inc_bits, name=f"s1_inc{l}") for l in range(NL)]
         # The write of the previous cycle: a non-transparent read issued in that cycle
         # missed it, so s1 takes the value from here on an address match.
-        s2_valid = [Signal(name=f"s2_valid{b}") for b in range(self.n_banks)]
-        s2_addr = [Signal(range(self.depths[b]), name=f"s2_addr{b}") for b in range(self.n_banks)]
-        s2_data = [Signal(cb, name=f"s2_data{b}") for b in range(self.n_banks)]
-        s1_new = [Signal(cb, name=f"s1_new{b}") for b in range(self.n_banks)]
+        s2_valid = [Signal(name=f"s2_valid{b}") for b in range(J * NB)]
+        s2_addr = [Signal(range(depth[b]), name=f"s2_addr{b}") for b in range(J * NB)]
+        s2_data = [Signal(cb, name=f"s2_data{b}") for b in range(J * NB)]
+        s1_new = [Signal(cb, name=f"s1_new{b}") for b in range(J * NB)]
 
-        for l in range(L):
-            pt = self.points.payload[l]
+        for ln in range(NL):
+            pt = self.points.payload[ln]
+            l = ln % L
             # Weight: 1 + the top fwp_weight_bits of the probability.
             weight = 1 + (pt.prob >> (cfg.prob_bits - cfg.fwp_weight_bits))
-            m.d.sync += s0_inc[l].eq(weight)
+            m.d.sync += s0_inc[ln].eq(weight)
             # Each in-bounds neighbour to the bank of its 2x2 parity.  A 2x2
             # neighbourhood has exactly one per bank (precondition of the input).
             nbs = pt.nb
@@ -163,16 +173,17 @@ class FmapMaskGenerator(wiring.Component):
                                          [nbs[k].x for k in range(4)],
                                          [nbs[k].inb for k in range(4)])
             for j, (hit, addr) in enumerate(routed):
+                gb = (ln // L) * NB + 4 * l + j
                 m.d.sync += [
-                    s0_valid[4 * l + j].eq(accept & pt.keep & hit),
-                    s0_addr[4 * l + j].eq(addr),
+                    s0_valid[gb].eq(accept & pt.keep & hit),
+                    s0_addr[gb].eq(addr),
                 ]
 
-        m.d.sync += [s1_inc[l].eq(s0_inc[l]) for l in range(L)]
-        for b in range(self.n_banks):
+        m.d.sync += [s1_inc[l].eq(s0_inc[l]) for l in range(NL)]
+        for b in range(J * NB):
             rd, _ = banks[b]
             old = Mux(s2_valid[b] & (s2_addr[b] == s1_addr[b]), s2_data[b], rd.data)
-            total = old + s1_inc[b // 4]
+            total = old + s1_inc[(b // NB) * L + (b % NB) // 4]
             m.d.comb += s1_new[b].eq(Mux(total > cmax, cmax, total))
             m.d.sync += [
                 s1_valid[b].eq(s0_valid[b]),
@@ -220,7 +231,10 @@ class FmapMaskGenerator(wiring.Component):
 
         # Output register: the pixel read last cycle (or earlier, if stalled: a read port
         # with en low keeps its data).
-        r1_data = Array(rd.data for rd, _ in banks)[r1_bank]
+        copies = [Array(rd.data for rd, _ in banks[j * NB:(j + 1) * NB])[r1_bank]
+                  for j in range(J)]
+        r1_sum = sum(copies)                        # saturated copies: saturate the sum
+        r1_data = Mux(r1_sum > cmax, cmax, r1_sum) if J > 1 else copies[0]
         r1_masked = sw_enable & (r1_data < sw_thr)
         with m.If(mask_free):
             m.d.sync += [
@@ -251,17 +265,17 @@ class FmapMaskGenerator(wiring.Component):
         clr_addr = Signal(range(max_depth))
         in_init = state == State.INIT
         in_sweep = state == State.SWEEP
-        for b in range(self.n_banks):
+        for b in range(J * NB):
             rd, wr = banks[b]
             # SWEEP reads a counter and zeroes it in the same cycle (the non-transparent
             # read returns the old value), so the counters are clear for the next block.
-            hit = issue & (sw_bank == b)
+            hit = issue & (sw_bank == b % NB)
             m.d.comb += [
                 rd.addr.eq(Mux(in_sweep, sw_addr, s0_addr[b])),
                 rd.en.eq(Mux(in_sweep, hit, s0_valid[b])),
                 wr.addr.eq(Mux(in_init, clr_addr, Mux(in_sweep, sw_addr, s1_addr[b]))),
                 wr.data.eq(Mux(in_init | in_sweep, 0, s1_new[b])),
-                wr.en.eq(Mux(in_init, clr_addr < self.depths[b], Mux(in_sweep, hit, s1_valid[b]))),
+                wr.en.eq(Mux(in_init, clr_addr < depth[b], Mux(in_sweep, hit, s1_valid[b]))),
             ]
 
         # ---- control --------------------------------------------------------------------

@@ -10,16 +10,18 @@ and a tile's result is ``mm_acc[j] = bias[j] + sum over ops and i``, read out
 through a pipelined adder tree per column when the tile's ``last`` operation has
 landed.
 
-BA mode, one operation per cycle: one sampling point per level, ``ba_channels``
-channels (at most ``head_dim``; the PEs beyond the groups then only do MM).  The PEs form ``ba_channels * n_levels`` groups of 4 (channel-major,
-group ``g = c * n_levels + l`` owns flat PEs ``4g .. 4g+3``, flat index
+BA mode, one operation per cycle: one sampling point per lane (``ba_lanes =
+n_levels * ba_heads``: one per level and head sampled at once, lane ``j * n_levels +
+l``), ``ba_channels`` channels (at most ``head_dim``; the PEs beyond the groups then
+only do MM).  The PEs form ``ba_channels * ba_lanes`` groups of 4 (channel-major,
+group ``g = c * ba_lanes + l`` owns flat PEs ``4g .. 4g+3``, flat index
 ``p = j * pe_rows + i``): PEs 0..2 lend their multipliers to the group's
 bilinear datapath (:func:`~defa_hw.bilinear.bilinear_diffs`, 4 subtractors
 before them, :func:`~defa_hw.bilinear.bilinear_sum`, 3 adders after them) and
 PE 3 multiplies the bilinear value by the (PAP-gated) probability and
-accumulates.  Every level runs its own tiles (``pt[l].first`` / ``pt[l].last``), so
-the levels may work on different heads: ``ba_acc[l][c]`` is level l's accumulator
-of channel c, read out when that level's tile ends (``ba_valid[l]``); the BA pipeline
+accumulates.  Every lane runs its own tiles (``pt[l].first`` / ``pt[l].last``), so
+the lanes may work on different heads: ``ba_acc[l][c]`` is lane l's accumulator
+of channel c, read out when that lane's tile ends (``ba_valid[l]``); the BA pipeline
 adds the levels of a head after the array.
 """
 
@@ -41,8 +43,8 @@ class ArrayMode(enum.Enum, shape=1):
 
 
 def ba_point_layout(cfg):
-    """Per-level BA point parameters: fractions (UQ0.F), probability (UQ0.prob_bits), PAP
-    keep, and the start / end of the level's tile (``first`` clears its accumulators,
+    """Per-lane BA point parameters: fractions (UQ0.F), probability (UQ0.prob_bits), PAP
+    keep, and the start / end of the lane's tile (``first`` clears its accumulators,
     ``last`` reads them out)."""
     f = cfg.coord_frac_bits
     return data.StructLayout({
@@ -54,8 +56,8 @@ def ba_point_layout(cfg):
 
 def ba_group_pe(cfg, c, l, r):
     """``(row, col)`` of PE ``r`` (0: t1*dx, 1: t0*dy, 2: t01*dxy, 3: prob MAC) of the BA
-    group for channel ``c`` of the slice and level ``l``."""
-    p = 4 * (c * cfg.n_levels + l) + r
+    group for channel ``c`` of the slice and lane ``l``."""
+    p = 4 * (c * cfg.ba_lanes + l) + r
     return p % cfg.pe_rows, p // cfg.pe_rows
 
 
@@ -83,7 +85,7 @@ class PEArray(wiring.Component):
         Idle cycles needed between a BA operation and a following MM operation (2).
     valid, mode, first, last : In
         Operation strobe, :class:`ArrayMode`, start of an MM tile (accumulators load
-        the bias) and end of a tile (``out_valid``; in BA mode the levels' own
+        the bias) and end of a tile (``out_valid``; in BA mode the lanes' own
         ``pt[l].first`` / ``pt[l].last`` delimit their tiles).
     x : In(pe_rows x signed(data_bits))
         MM input vector.
@@ -91,18 +93,18 @@ class PEArray(wiring.Component):
         MM weight tile, ``w[i][j]`` multiplies ``x[i]`` into output column ``j``.
     bias : In(pe_cols x signed(mm_acc_bits))
         MM accumulator preload, sampled with a ``first`` operation.
-    pix : In(n_levels x 4 x ba_channels x signed(data_bits))
+    pix : In(ba_lanes x 4 x ba_channels x signed(data_bits))
         BA neighbours ``pix[l][k][c]``, k = 00, 01, 10, 11; out-of-map ones must be 0.
-    pt : In(n_levels x :func:`ba_point_layout`)
-        BA point of each level: t0, t1, t01, prob, keep, first, last.
+    pt : In(ba_lanes x :func:`ba_point_layout`)
+        BA point of each lane: t0, t1, t01, prob, keep, first, last.
     out_valid : Out(1)
         An MM tile ended LATENCY cycles ago: ``mm_acc`` holds its result.
     mm_acc : Out(pe_cols x signed(mm_acc_bits))
         Exact MM tile result (``golden.linear.linear_acc``).
-    ba_valid : Out(n_levels)
+    ba_valid : Out(ba_lanes)
         Level l's BA tile ended LATENCY cycles ago: ``ba_acc[l]`` holds its result.
-    ba_acc : Out(n_levels x ba_channels x signed(agg_acc_bits))
-        Exact per-level BA tile results (``golden.pe_array.pe_array_ba``).
+    ba_acc : Out(ba_lanes x ba_channels x signed(agg_acc_bits))
+        Exact per-lane BA tile results (``golden.pe_array.pe_array_ba``).
     """
 
     MM_ACC_STAGE = ProcessingElement.LATENCY
@@ -128,19 +130,19 @@ class PEArray(wiring.Component):
             "w": In(data.ArrayLayout(data.ArrayLayout(signed(d), cfg.pe_cols), cfg.pe_rows)),
             "bias": In(data.ArrayLayout(signed(cfg.mm_acc_bits), cfg.pe_cols)),
             "pix": In(data.ArrayLayout(data.ArrayLayout(
-                data.ArrayLayout(signed(d), cfg.ba_channels), 4), cfg.n_levels)),
-            "pt": In(data.ArrayLayout(ba_point_layout(cfg), cfg.n_levels)),
+                data.ArrayLayout(signed(d), cfg.ba_channels), 4), cfg.ba_lanes)),
+            "pt": In(data.ArrayLayout(ba_point_layout(cfg), cfg.ba_lanes)),
             "out_valid": Out(1),
             "mm_acc": Out(data.ArrayLayout(signed(cfg.mm_acc_bits), cfg.pe_cols)),
-            "ba_valid": Out(cfg.n_levels),
+            "ba_valid": Out(cfg.ba_lanes),
             "ba_acc": Out(data.ArrayLayout(data.ArrayLayout(signed(cfg.agg_acc_bits),
-                                                            cfg.ba_channels), cfg.n_levels)),
+                                                            cfg.ba_channels), cfg.ba_lanes)),
         })
 
     def elaborate(self, platform):
         cfg = self.cfg
         d, f = cfg.data_bits, cfg.coord_frac_bits
-        R, C, L, CH = cfg.pe_rows, cfg.pe_cols, cfg.n_levels, cfg.ba_channels
+        R, C, L, CH = cfg.pe_rows, cfg.pe_cols, cfg.ba_lanes, cfg.ba_channels
         LAT = self.LATENCY
         m = Module()
 
@@ -159,8 +161,8 @@ class PEArray(wiring.Component):
             prev = (v, ba, la)
 
         # BA side band: v00 and the gated probability travel to the sum stage (s2),
-        # level-shared values once per level, v00 once per group.
-        # Each level's first / last travel along (last up to the accumulator stage).
+        # lane-shared values once per lane, v00 once per group.
+        # Each lane's first / last travel along (last up to the accumulator stage).
         s2_pb, s2_first, lvl_last = [], [], []
         for l in range(L):
             pt = self.pt[l]
@@ -271,7 +273,7 @@ class PEArray(wiring.Component):
             col = [pes[i, j].acc for i in range(R)]
             m.d.comb += self.mm_acc[j].eq(
                 readout(f"mm{j}", col, cfg.mm_acc_bits, self.MM_ACC_STAGE))
-        # BA: each level's accumulators, registered as its tile's last op lands, then
+        # BA: each lane's accumulators, registered as its tile's last op lands, then
         # padded to LATENCY (the levels are added per head behind the array).
         S = self.BA_ACC_STAGE
         for l in range(L):

@@ -8,7 +8,6 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from defa_hw.rtl.core.common import check_geometry, MMKind, add_memory, divmod_const, lend_read_port, read_signature, rng
-from defa_hw.rtl.core.controller import Phase
 from defa_hw.rtl.core.mm_issue import mm_result_signature
 from defa_hw.rtl.point_mask import PointMask
 from defa_hw.rtl.softmax import Softmax
@@ -24,8 +23,8 @@ class AttentionPath(wiring.Component):
     probability is written to the per-level probability memory of its head and fed to
     the point mask, whose keep word (one per query and head) goes to the keep memory.
 
-    The keep memory has two readers, never active together: the offset gather's F stage
-    (``keep_rd_f``, in OFFSET) and the BA sequencer (``keep_rd_ba``, otherwise).
+    The keep memory has one reader, the offset gather's F stage (``keep_rd_f``, in
+    OFFSET); the BA sequencer keeps a copy of what F reads.
 
     Signal prefixes: ``ser_`` the serializer, ``pr_`` the probability writer,
     ``groups_done`` the keep words written.
@@ -38,7 +37,6 @@ class AttentionPath(wiring.Component):
 
     Attributes
     ----------
-    phase : In(Phase)
     pass_start, start : In(1)
         A pass starts (clears the writers); START (clears the statistics).
     nq_pass : In
@@ -53,10 +51,11 @@ class AttentionPath(wiring.Component):
         A tile left the logit FIFO (returns the ATTN issue credit).
     keep_done : Out(1)
         Every keep word of the pass is written.
-    keep_rd_f, keep_rd_ba : Out(read port)
+    keep_rd_f : Out(read port)
         Keep words (``n_levels * n_points`` bits) at ``query * n_heads + head``.
-    prob_rd : Out(read port) x n_levels
-        Probability codes of level ``l`` at ``(query * n_heads + head) * n_points + p``.
+    prob_rd : Out(read port) x ba_lanes
+        Probability codes of lane ``j * n_levels + l``'s level ``l`` at ``(query *
+        n_heads + head) * n_points + p``.
     points_total, points_pruned : Out(count_bits)
         Point mask statistics since START.
     idle, drained : Out(1)
@@ -81,15 +80,15 @@ class AttentionPath(wiring.Component):
         cfg = g.cfg
         LP = g.L * g.P
         super().__init__({
-            "phase": In(Phase), "pass_start": In(1), "start": In(1),
+            "pass_start": In(1), "start": In(1),
             "nq_pass": In(rng(g.mq + 1)),
             "res": In(mm_result_signature(g)),
             "logit_frac": In(6),
             "enable": In(1), "threshold": In(32), "threshold_we": In(1),
             "tile_taken": Out(1), "keep_done": Out(1),
             "keep_rd_f": Out(read_signature(LP, g.mq * g.M)),
-            "keep_rd_ba": Out(read_signature(LP, g.mq * g.M)),
-            "prob_rd": Out(read_signature(cfg.prob_bits, g.mq * g.M * g.P)).array(g.L),
+            "prob_rd": Out(read_signature(cfg.prob_bits, g.mq * g.M * g.P)).array(
+                cfg.ba_lanes),
             "points_total": Out(count_bits), "points_pruned": Out(count_bits),
             "idle": Out(1), "drained": Out(1),
         })
@@ -117,12 +116,11 @@ class AttentionPath(wiring.Component):
         pms = []
         for l in range(L):
             pm = add_memory(m, f"prob{l}", cfg.prob_bits, MQ * M * P)
-            lend_read_port(m, pm, self.prob_rd[l])
+            for ln in range(l, cfg.ba_lanes, L):           # a read port per BA lane
+                lend_read_port(m, pm, self.prob_rd[ln])
             pms.append(pm.write_port())
-        # one keep read port, lent to F in OFFSET and to the BA sequencer otherwise
-        rd, rd_en = self._keep_reader(m)
-        m.d.comb += [km_r.addr.eq(rd), km_r.en.eq(rd_en),
-                     self.keep_rd_f.data.eq(km_r.data), self.keep_rd_ba.data.eq(km_r.data)]
+        m.d.comb += [km_r.addr.eq(self.keep_rd_f.addr), km_r.en.eq(self.keep_rd_f.en),
+                     self.keep_rd_f.data.eq(km_r.data)]
 
         # ---- logit tiles -> serializer -> softmax --------------------------------------
         m.submodules.logit_fifo = lfifo = SyncFIFOBuffered(
@@ -188,17 +186,6 @@ class AttentionPath(wiring.Component):
         with m.If(self.pass_start):
             m.d.sync += [groups_done.eq(0), pr_i.eq(0), pr_head.eq(0)]
         return m
-
-    def _keep_reader(self, m):
-        """The keep-read address and enable of the active reader: F in OFFSET, the BA
-        sequencer otherwise (never both at once)."""
-        rd = Signal.like(self.keep_rd_f.addr)
-        rd_en = Signal()
-        with m.If(self.phase == Phase.OFFSET):
-            m.d.comb += [rd.eq(self.keep_rd_f.addr), rd_en.eq(self.keep_rd_f.en)]
-        with m.Else():
-            m.d.comb += [rd.eq(self.keep_rd_ba.addr), rd_en.eq(self.keep_rd_ba.en)]
-        return rd, rd_en
 
     def _elaborate_lanes(self):
         """``att_lanes`` softmax lanes: head ``m`` of query ``q`` goes to lane
@@ -315,12 +302,13 @@ class AttentionPath(wiring.Component):
             return qr * M + mm, qd
 
         # ---- lent read ports: (query, head[, point]) -> lane, word ---------------------
-        for l in range(L):
-            rd = self.prob_rd[l]
+        for ln in range(cfg.ba_lanes):
+            l = ln % L
+            rd = self.prob_rd[ln]
             qm, p = divmod_const(rd.addr, P)
             q, mm = divmod_const(qm, M)
             lane, word = lane_word(q, mm)
-            sel = Signal(rng(K), name=f"prob{l}_sel")
+            sel = Signal(rng(K), name=f"prob{ln}_sel")
             with m.If(rd.en):
                 m.d.sync += sel.eq(lane)
             datas = []
@@ -329,8 +317,8 @@ class AttentionPath(wiring.Component):
                 m.d.comb += [rp.addr.eq(word * P + p), rp.en.eq(rd.en)]
                 datas.append(rp.data)
             m.d.comb += rd.data.eq(Array(datas)[sel])
-        # one keep read port per lane, lent to F in OFFSET and to the BA sequencer otherwise
-        rd, rd_en = self._keep_reader(m)
+        # one keep read port per lane, F's
+        rd, rd_en = self.keep_rd_f.addr, self.keep_rd_f.en
         q, mm = divmod_const(rd, M)
         lane, word = lane_word(q, mm)
         ksel = Signal(rng(K))
@@ -342,7 +330,7 @@ class AttentionPath(wiring.Component):
             m.d.comb += [rp.addr.eq(word), rp.en.eq(rd_en)]
             kdatas.append(rp.data)
         kdata = Array(kdatas)[ksel]
-        m.d.comb += [self.keep_rd_f.data.eq(kdata), self.keep_rd_ba.data.eq(kdata)]
+        m.d.comb += self.keep_rd_f.data.eq(kdata)
 
         total = sum(ln["pmask"].points_total for ln in lanes)
         pruned = sum(ln["pmask"].points_pruned for ln in lanes)

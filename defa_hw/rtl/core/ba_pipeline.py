@@ -13,7 +13,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
-from defa_hw.rtl.core.common import check_geometry, add_memory, lend_read_port, lowest_one, read_signature, rng
+from defa_hw.rtl.core.common import (check_geometry, add_memory, divmod_const, keep_word_layout,
+                                     lend_read_port, lowest_one, read_signature, rng)
 from defa_hw.rtl.core.controller import Phase
 from defa_hw.rtl.core.mm_issue import ba_operand_signature
 from defa_hw.rtl.core.value_ingest import mask_read_signature
@@ -26,30 +27,32 @@ __all__ = ["BASequencer", "BAPipeline", "ba_op_layout", "ba_lane_layout"]
 
 
 def ba_lane_layout(geom):
-    """What one level lane does in a BA operation: its head, slice and point, whether it
-    samples (``keep``) and whether the operation starts / ends its (head, slice) tile."""
-    return data.StructLayout({"keep": 1, "first": 1, "last": 1, "m": range(geom.M),
-                              "s": range(geom.n_slices), "p": range(geom.P)})
+    """What one BA lane does in an operation: its head (``i``-th of its lane set's, head
+    ``i * ba_heads + j`` of set j), slice and point, whether it samples (``keep``) and
+    whether the operation starts / ends its (head, slice) tile."""
+    return data.StructLayout({"keep": 1, "first": 1, "last": 1, "i": rng(geom.M // geom.J),
+                              "s": rng(geom.n_slices), "p": rng(geom.P)})
 
 
 def ba_op_layout(geom):
     """One BA operation as it moves down the pipeline (stages ``c0`` ... ``c8`` and on
     behind the PE array): the query, its partial-sum slot, whether it is the query's last
-    operation, and every level lane."""
+    operation, and every lane (lane ``j * n_levels + l``: set j, level l)."""
     return data.StructLayout({
-        "valid": 1, "endq": 1, "q": range(geom.mq), "slot": range(BASequencer.SLOTS),
-        "lane": data.ArrayLayout(ba_lane_layout(geom), geom.L)})
+        "valid": 1, "endq": 1, "q": rng(geom.mq), "slot": range(BASequencer.SLOTS),
+        "lane": data.ArrayLayout(ba_lane_layout(geom), geom.cfg.ba_lanes)})
 
 
 class BASequencer(wiring.Component):
-    """c0: walks the queries of the pass; in a query every level lane takes the kept
-    points of its own level, head by head and slice by slice, one per cycle, so a query
-    takes ``T_q = max(1, max_l n_slices * kept_l)`` operations (``kept_l``: the query's
-    kept points of level l over all heads) where one head at a time would take
-    ``n_slices * sum_m max(1, max_l kept_lm)``.
+    """c0: walks the queries of the pass; in a query every lane takes the kept points of
+    its level in its lane set's heads (set j: heads ``m`` with ``m mod ba_heads = j``),
+    head by head and slice by slice, one per cycle, so a query takes ``T_q = max(1,
+    n_slices * max_(j,l) kept_jl)`` operations (``kept_jl``: the query's kept points of
+    level l in set j's heads) where one head at a time would take ``n_slices * sum_m
+    max(1, max_l kept_lm)``.
 
-    Signal prefixes: ``ld_`` the keep loader (copies the pass's keep words, one per cycle,
-    into a memory with a word per query), ``b_`` the lanes.
+    Signal prefix: ``b_``.  The keep words come from the offset gather's reader
+    (``keep_seen``, in OFFSET, before BA), copied into a memory with a word per query.
 
     Parameters
     ----------
@@ -66,8 +69,8 @@ class BASequencer(wiring.Component):
         The value windows hold every row query ``win_q`` reaches (a query starts only then).
     summed : In
         Queries of the pass whose partial sums have been read (frees their slot).
-    keep_rd : In(read port)
-        The keep memory (word ``query * n_heads + head``).
+    keep_seen : In(:func:`~defa_hw.rtl.core.common.keep_word_layout`)
+        The keep words of the pass as F reads them.
     op : Out(:func:`ba_op_layout`)
         The c0 operation (``op.valid``: issued this cycle).
     take : Out(1)
@@ -84,61 +87,39 @@ class BASequencer(wiring.Component):
         ``SLOTS`` before it has been summed; a power of two).
     START : int
         Cycles from ``start_ok`` to the first operation (0: the gate is combinational).
-    LOAD : int
-        Cycles from the pass's first BA cycle to the first query's keep word ready: the
-        loader's ``n_heads`` reads, its write and the query-word read, ``n_heads + 2``
-        (:meth:`load_cycles`; the loader runs in BA and in VALUE).
     """
 
-    SLOTS = 4
+    SLOTS = 8
     START = 0
-
-    @staticmethod
-    def load_cycles(geom):
-        """``LOAD`` for ``geom``."""
-        return geom.M + 2
 
     def __init__(self, geom):
         self.geom = g = check_geometry(geom)
         super().__init__({
             "phase": In(Phase), "pass_start": In(1), "nq_pass": In(rng(g.mq + 1)),
             "start_ok": In(1), "win_q": In(rng(g.mq)), "win_ok": In(1),
-            "summed": In(rng(g.mq + 1)),
-            "keep_rd": In(read_signature(g.L * g.P, g.mq * g.M)),
+            "summed": In(rng(g.mq + 1)), "keep_seen": In(keep_word_layout(g)),
             "op": Out(ba_op_layout(g)),
             "take": Out(1), "done": Out(1), "idle": Out(1),
         })
 
     def elaborate(self, platform):
         g = self.geom
-        MQ, M, L, P, NS = g.mq, g.M, g.L, g.P, g.n_slices
-        LP, N = L * P, self.SLOTS
+        MQ, M, L, P, NS, J = g.mq, g.M, g.L, g.P, g.n_slices, g.J
+        LP, N, MJ = L * P, self.SLOTS, g.M // g.J
         in_ba = self.phase == Phase.BA
         m = Module()
 
-        # ---- ld_: the pass's keep words into a memory with one word per query ----------
+        # ---- the pass's keep words, a word per query (copied as F reads them) ------------
         qk = add_memory(m, "query_keep", M * LP, MQ)
         qk_w = qk.write_port(granularity=LP)
         qk_r = qk.read_port()
-        ld_q = Signal(rng(MQ + 1))
-        ld_m = Signal(rng(M))
-        # BA and the window loads inside it; the keep words are written by then
-        ld_go = (in_ba | (self.phase == Phase.VALUE)) & (ld_q < self.nq_pass)
-        ld_wq = Signal(rng(MQ))
-        ld_wm = Signal(rng(M))
-        ld_wen = Signal()
+        ks = self.keep_seen
+        ks_q, ks_m = divmod_const(ks.head, M)
         loaded = Signal(rng(MQ + 1))                    # queries whose word is complete
-        m.d.comb += [self.keep_rd.addr.eq(ld_q * M + ld_m), self.keep_rd.en.eq(ld_go)]
-        m.d.sync += [ld_wen.eq(ld_go), ld_wq.eq(ld_q), ld_wm.eq(ld_m)]
-        with m.If(ld_go):
-            with m.If(ld_m == M - 1):
-                m.d.sync += [ld_m.eq(0), ld_q.eq(ld_q + 1)]
-            with m.Else():
-                m.d.sync += ld_m.eq(ld_m + 1)
-        m.d.comb += [qk_w.addr.eq(ld_wq), qk_w.data.eq(self.keep_rd.data.replicate(M)),
-                     qk_w.en.eq(Mux(ld_wen, (C(1, M) << ld_wm)[:M], 0))]
-        with m.If(ld_wen & (ld_wm == M - 1)):
-            m.d.sync += loaded.eq(ld_wq + 1)
+        m.d.comb += [qk_w.addr.eq(ks_q), qk_w.data.eq(ks.word.replicate(M)),
+                     qk_w.en.eq(Mux(ks.valid, (C(1, M) << ks_m)[:M], 0))]
+        with m.If(ks.valid & (ks_m == M - 1)):
+            m.d.sync += loaded.eq(ks_q + 1)
 
         # ---- b_: the lanes ---------------------------------------------------------------
         b_q = Signal(rng(MQ + 1))
@@ -154,43 +135,45 @@ class BASequencer(wiring.Component):
         b_issue = in_ba & b_have & ~b_done & q_gate
         lane_end = []
         op = self.op
-        for l in range(L):
-            bits = Array(kw[h * LP + l * P:h * LP + (l + 1) * P] for h in range(M))
-            has = Cat(*[kw[h * LP + l * P:h * LP + (l + 1) * P].any() for h in range(M)])
-            r_hr = Signal(M, name=f"b_heads{l}")        # heads still to do (current one too)
-            r_m = Signal(rng(M), name=f"b_m{l}")
-            r_s = Signal(rng(NS), name=f"b_s{l}")
-            r_rem = Signal(P, name=f"b_rem{l}")         # points still to do in (m, s)
-            r_st = Signal(name=f"b_start{l}")           # next op starts an (m, s) tile
+        for ln in range(L * J):
+            l, j = ln % L, ln // L
+            heads = [i * J + j for i in range(MJ)]      # the lane set's heads
+            bits = Array(kw[h * LP + l * P:h * LP + (l + 1) * P] for h in heads)
+            has = Cat(*[kw[h * LP + l * P:h * LP + (l + 1) * P].any() for h in heads])
+            r_hr = Signal(MJ, name=f"b_heads{ln}")      # heads still to do (current one too)
+            r_i = Signal(rng(MJ), name=f"b_i{ln}")
+            r_s = Signal(rng(NS), name=f"b_s{ln}")
+            r_rem = Signal(P, name=f"b_rem{ln}")        # points still to do in (head, s)
+            r_st = Signal(name=f"b_start{ln}")          # next op starts a (head, s) tile
             hr = Mux(b_fresh, has, r_hr)
-            m_cur = Mux(b_fresh, lowest_one(has, M), r_m)
+            i_cur = Mux(b_fresh, lowest_one(has, MJ), r_i)
             s_cur = Mux(b_fresh, 0, r_s)
-            rem = Mux(b_fresh, bits[lowest_one(has, M)], r_rem)
+            rem = Mux(b_fresh, bits[lowest_one(has, MJ)], r_rem)
             st = b_fresh | r_st
             act = hr.any()
             rem_n = rem & (rem - 1)
-            hr_n = hr & ~(C(1, M) << m_cur)[:M]
-            m_n = lowest_one(hr_n, M)
+            hr_n = hr & ~(C(1, MJ) << i_cur)[:MJ]
+            i_n = lowest_one(hr_n, MJ)
             tile_end = rem_n == 0
             lane_end.append(~act | (tile_end & (s_cur == NS - 1) & ~hr_n.any()))
             with m.If(b_issue):
                 with m.If(~tile_end):
-                    m.d.sync += [r_hr.eq(hr), r_m.eq(m_cur), r_s.eq(s_cur), r_rem.eq(rem_n),
+                    m.d.sync += [r_hr.eq(hr), r_i.eq(i_cur), r_s.eq(s_cur), r_rem.eq(rem_n),
                                  r_st.eq(0)]
                 with m.Elif(s_cur != NS - 1):
-                    m.d.sync += [r_hr.eq(hr), r_m.eq(m_cur), r_s.eq(s_cur + 1),
-                                 r_rem.eq(bits[m_cur]), r_st.eq(1)]
+                    m.d.sync += [r_hr.eq(hr), r_i.eq(i_cur), r_s.eq(s_cur + 1),
+                                 r_rem.eq(bits[i_cur]), r_st.eq(1)]
                 with m.Else():
-                    m.d.sync += [r_hr.eq(hr_n), r_m.eq(m_n), r_s.eq(0), r_rem.eq(bits[m_n]),
+                    m.d.sync += [r_hr.eq(hr_n), r_i.eq(i_n), r_s.eq(0), r_rem.eq(bits[i_n]),
                                  r_st.eq(1)]
-            ln = op.lane[l]
-            m.d.comb += [ln.keep.eq(act), ln.first.eq(act & st), ln.last.eq(act & tile_end),
-                         ln.m.eq(m_cur), ln.s.eq(s_cur), ln.p.eq(lowest_one(rem, P))]
+            lo = op.lane[ln]
+            m.d.comb += [lo.keep.eq(act), lo.first.eq(act & st), lo.last.eq(act & tile_end),
+                         lo.i.eq(i_cur), lo.s.eq(s_cur), lo.p.eq(lowest_one(rem, P))]
         endq = Cat(*lane_end).all()
         m.d.comb += [op.valid.eq(b_issue), op.endq.eq(endq), op.q.eq(b_q),
                      op.slot.eq(b_slot), self.take.eq(b_issue & q_first),
                      self.idle.eq(~b_issue)]
-        # the query word: read once the loader has it, the next one with a query's end
+        # the query word: read once it is complete, the next one with a query's end
         nxt = b_issue & endq
         m.d.comb += [qk_r.addr.eq(Mux(nxt, b_q + 1, b_q)),
                      qk_r.en.eq(Mux(b_have, nxt & (loaded > b_q + 1), loaded > b_q))]
@@ -207,8 +190,8 @@ class BASequencer(wiring.Component):
                 with m.If(b_q == self.nq_pass - 1):
                     m.d.sync += b_done.eq(1)
         with m.If(self.pass_start):
-            m.d.sync += [ld_q.eq(0), ld_m.eq(0), loaded.eq(0), b_q.eq(0), b_slot.eq(0),
-                         b_have.eq(0), b_fresh.eq(1), b_done.eq(0)]
+            m.d.sync += [loaded.eq(0), b_q.eq(0), b_slot.eq(0), b_have.eq(0), b_fresh.eq(1),
+                         b_done.eq(0)]
         return m
 
 
@@ -221,13 +204,13 @@ class BAPipeline(wiring.Component):
     ``ba_tag<s>`` the tag line behind the PE array, ``u_`` the level sum, ``fin_`` the
     FWP finish.
 
-    Every level lane may be on another head: level l's reads go to the value buffer of
-    its own head (the levels' banks are disjoint, so the buffers see no conflict), and the
-    array returns each level's tile separately into a partial-sum memory per level
-    (``SLOTS`` queries x ``n_heads`` words of ``head_dim`` accumulators).  Once a query's
-    last operation is through, the level sum reads its heads one per cycle, adds the
-    levels that had points, requantises the head and writes it to the aggregated-sample
-    memory.
+    Every lane may be on another head: lane (j, l)'s reads go to the value buffer of its
+    own head, one of set j's (the sets own disjoint buffers, the levels disjoint banks,
+    so no buffer sees a conflict), and the array returns each lane's tile separately into
+    a partial-sum memory per lane (``SLOTS`` queries x ``n_heads / ba_heads`` words of
+    ``head_dim`` accumulators).  Once a query's last operation is through, the level sum
+    reads one head of every set per cycle, adds the levels that had points, requantises
+    the heads and writes them to the aggregated-sample memory.
 
     Parameters
     ----------
@@ -249,12 +232,14 @@ class BAPipeline(wiring.Component):
         The value windows hold the rows of query ``win_q`` (:class:`ValueWindow`).
     take : Out(1)
         A query's first operation is issued (the windows check the next one).
-    keep_rd, prob_rd x n_levels, offs_rd x n_levels, ref_rd, mask_rd : In(read ports)
+    keep_seen : In(:func:`~defa_hw.rtl.core.common.keep_word_layout`)
+        The keep words of the pass as the offset gather's F reads them.
+    prob_rd x ba_lanes, offs_rd x ba_lanes, ref_rd, mask_rd x ba_heads : In(read ports)
     rsp : In(value-buffer responses) x n_heads
     pe_ba_valid, pe_ba_acc : In
-        The PE array's per-level BA results.
+        The PE array's per-lane BA results.
     rd : Out(stream of value-buffer reads) x n_heads
-        c6: the 4 neighbours of the points of the levels on head ``h``.
+        c6: the 4 neighbours of the points of the lanes on head ``h``.
     points : Out(stream of FWP bundles), finish : Out(stream of shapes)
         To the FWP generator: the kept points of slice 0; finish after the block's last
         BA operation.
@@ -282,7 +267,7 @@ class BAPipeline(wiring.Component):
         Stage of the value-buffer reads and the FWP bundle.
     SUM : int
         Cycles from a query's last operation at c0 to the level sum's first read of it:
-        ``C8 + PE array latency + 1``.
+        ``C8 + PE array latency + 1``.  The sum then takes ``n_heads / ba_heads`` cycles.
     SUM_OUT : int
         Level sum read -> aggregated sample written: memory read, sum, requant (2 + RQ).
     DRAIN : int
@@ -311,15 +296,15 @@ class BAPipeline(wiring.Component):
             "shapes": In(shapes_layout(cfg)), "shift_agg": In(6),
             "fwp_busy": In(1), "value_busy": In(1), "value_wr_busy": In(1),
             "offsets_pending": In(1), "win_q": In(rng(g.mq)), "win_ok": In(1),
-            "keep_rd": In(read_signature(g.L * g.P, g.mq * g.M)),
-            "prob_rd": In(read_signature(cfg.prob_bits, g.mq * g.M * g.P)).array(g.L),
-            "offs_rd": In(read_signature(2 * d, g.mq * g.M * g.P)).array(g.L),
+            "keep_seen": In(keep_word_layout(g)),
+            "prob_rd": In(read_signature(cfg.prob_bits, g.mq * g.M * g.P)).array(cfg.ba_lanes),
+            "offs_rd": In(read_signature(2 * d, g.mq * g.M * g.P)).array(cfg.ba_lanes),
             "ref_rd": In(read_signature(g.L * 2 * cfg.ref_frac_bits, 2 * g.mq)),
-            "mask_rd": In(mask_read_signature(cfg)),
+            "mask_rd": In(mask_read_signature(cfg)).array(g.J),
             "rsp": In(rsp).array(g.M),
-            "pe_ba_valid": In(g.L),
+            "pe_ba_valid": In(cfg.ba_lanes),
             "pe_ba_acc": In(data.ArrayLayout(data.ArrayLayout(
-                signed(cfg.agg_acc_bits), cfg.ba_channels), g.L)),
+                signed(cfg.agg_acc_bits), cfg.ba_channels), cfg.ba_lanes)),
             "rd": Out(stream.Signature(geo.read_layout)).array(g.M),
             "points": Out(stream.Signature(bundle_layout(cfg))),
             "finish": Out(stream.Signature(shapes_layout(cfg))),
@@ -333,16 +318,16 @@ class BAPipeline(wiring.Component):
     def elaborate(self, platform):
         g = self.geom
         cfg, d, geo = g.cfg, g.cfg.data_bits, self.buffer_geometry
-        C_, M, L, P, MQ, NS, D = g.C, g.M, g.L, g.P, g.mq, g.n_slices, g.D
-        CH, A, N = cfg.ba_channels, cfg.agg_acc_bits, BASequencer.SLOTS
+        C_, M, L, P, MQ, NS, D, J = g.C, g.M, g.L, g.P, g.mq, g.n_slices, g.D, g.J
+        CH, A, N, NL, MJ = cfg.ba_channels, cfg.agg_acc_bits, BASequencer.SLOTS, L * g.J, M // g.J
         LAT, RQ = g.pe_latency, Requant.LATENCY
         rb = cfg.ref_frac_bits
         C1, C6, C8 = 1, self.C6, self.C8
         m = Module()
         sas = []
-        for l in range(L):
+        for ln in range(NL):
             sa = SamplingAddress(cfg)
-            m.submodules[f"sa{l}"] = sa
+            m.submodules[f"sa{ln}"] = sa
             sas.append(sa)
             m.d.comb += sa.shapes.eq(self.shapes)
 
@@ -357,13 +342,17 @@ class BAPipeline(wiring.Component):
             seq.start_ok.eq(~self.fwp_busy & ~self.value_busy & ~self.value_wr_busy &
                             ~self.offsets_pending),
             seq.win_q.eq(self.win_q), seq.win_ok.eq(self.win_ok), self.take.eq(seq.take),
-            self.keep_rd.addr.eq(seq.keep_rd.addr), self.keep_rd.en.eq(seq.keep_rd.en),
-            seq.keep_rd.data.eq(self.keep_rd.data), self.done.eq(seq.done),
+            seq.keep_seen.eq(self.keep_seen), self.done.eq(seq.done),
         ]
-        for l in range(L):
-            ln = seq.op.lane[l]
-            maddr = (seq.op.q * M + ln.m) * P + ln.p
-            m.d.comb += [self.prob_rd[l].addr.eq(maddr), self.offs_rd[l].addr.eq(maddr)]
+
+        def head(ln, lane):
+            """Head of lane ``ln`` (set ``ln // L``) in an operation."""
+            return lane.i * J + ln // L
+
+        for ln in range(NL):
+            lo = seq.op.lane[ln]
+            maddr = (seq.op.q * M + head(ln, lo)) * P + lo.p
+            m.d.comb += [self.prob_rd[ln].addr.eq(maddr), self.offs_rd[ln].addr.eq(maddr)]
         m.d.comb += self.ref_rd.addr.eq(self.half * MQ + seq.op.q)
 
         ba_ctl = ba_op_layout(g)
@@ -375,9 +364,10 @@ class BAPipeline(wiring.Component):
         # ---- c1: memory data -> sampling-address units -----------------------------------
         ref_word = self.ref_rd.data
         probs_c = []
-        for l in range(L):
-            sa = sas[l]
-            ow = self.offs_rd[l].data
+        for ln in range(NL):
+            l = ln % L
+            sa = sas[ln]
+            ow = self.offs_rd[ln].data
             m.d.comb += [
                 sa.in_valid.eq(c[C1].valid),
                 sa.in_point.ref_x.eq(ref_word[(2 * l) * rb:(2 * l + 1) * rb]),
@@ -385,8 +375,8 @@ class BAPipeline(wiring.Component):
                 sa.in_point.off_x.eq(ow[:d]), sa.in_point.off_y.eq(ow[d:2 * d]),
                 sa.in_point.level.eq(l),
             ]
-            pl = [Signal(cfg.prob_bits, name=f"ba_prob{l}_c{s}") for s in range(C1, C8 + 1)]
-            m.d.comb += pl[0].eq(self.prob_rd[l].data)
+            pl = [Signal(cfg.prob_bits, name=f"ba_prob{ln}_c{s}") for s in range(C1, C8 + 1)]
+            m.d.comb += pl[0].eq(self.prob_rd[ln].data)
             for s in range(1, len(pl)):
                 m.d.sync += pl[s].eq(pl[s - 1])
             probs_c.append(pl)
@@ -394,17 +384,17 @@ class BAPipeline(wiring.Component):
         def prob_at(l, stage):
             return probs_c[l][stage - C1]
 
-        # ---- c6: addresses -> value buffer of each level's head, mask banks, FWP bundle ---
+        # ---- c6: addresses -> value buffer of each lane's head, mask banks, FWP bundle ----
         c6 = c[C6]
         bundle = self.points.payload
         clamped_now = 0
         fb_req = []
         fwp_any = 0
-        for l in range(L):
+        for l in range(NL):
             a = sas[l].out_addr
-            ln = c6.lane[l]
-            keep_l = ln.keep
-            fwp_l = keep_l & (ln.s == 0)                # a point's slice 0 goes to the FWP
+            lo = c6.lane[l]
+            keep_l = lo.keep
+            fwp_l = keep_l & (lo.s == 0)                # a point's slice 0 goes to the FWP
             reqs = []
             for k in range(4):
                 yy = a.y0 + (k >> 1)
@@ -419,32 +409,34 @@ class BAPipeline(wiring.Component):
         m.d.comb += self.points.valid.eq(c6.valid & fwp_any)
         m.d.comb += self.clamped.eq(Mux(c6.valid, clamped_now, 0))
         for h, rd in enumerate(self.rd):
-            on_h = [c6.lane[l].keep & (c6.lane[l].m == h) for l in range(L)]
+            # head h is lane set h mod J's: its level l reads come from lane (h mod J, l)
+            lanes = [(h % J) * L + l for l in range(L)]
+            on_h = [c6.lane[ln].keep & (c6.lane[ln].i == h // J) for ln in lanes]
             m.d.comb += rd.valid.eq(c6.valid & Cat(*on_h).any())
-            for l in range(L):
+            for l, ln in enumerate(lanes):
                 for k in range(4):
                     r = rd.payload.req[4 * l + k]
-                    yy, xx, en = fb_req[l][k]
+                    yy, xx, en = fb_req[ln][k]
                     m.d.comb += [r.y.eq(yy), r.x.eq(xx), r.inb.eq(en & on_h[l])]
                     if "slice" in geo.request_layout.members:
-                        m.d.comb += r.slice.eq(c6.lane[l].s)
+                        m.d.comb += r.slice.eq(c6.lane[ln].s)
         # incoming-mask bits, read alongside (bank per 2x2 parity, like the buffer); their
         # one-cycle read, then registers up to c8 with the buffer's response
         mb_c7 = []
-        for l in range(L):
-            yys = [fb_req[l][k][0] for k in range(4)]
-            xxs = [fb_req[l][k][1] for k in range(4)]
+        for ln in range(NL):
+            l, mrd = ln % L, self.mask_rd[ln // L]      # the lane set's mask read ports
+            yys = [fb_req[ln][k][0] for k in range(4)]
+            xxs = [fb_req[ln][k][1] for k in range(4)]
             for j, (_, word) in enumerate(geo.bank_map.route(l, yys, xxs)):
-                m.d.comb += getattr(self.mask_rd, f"b{4 * l + j}").addr.eq(word)
+                m.d.comb += getattr(mrd, f"b{4 * l + j}").addr.eq(word)
             for k in range(4):
-                par_c7 = Signal(2, name=f"mpar{l}_{k}")
+                par_c7 = Signal(2, name=f"mpar{ln}_{k}")
                 m.d.sync += par_c7.eq(geo.bank_map.group_bank(yys[k], xxs[k]))
-                bit = Array(getattr(self.mask_rd, f"b{4 * l + j}").data
-                            for j in range(4))[par_c7]
+                bit = Array(getattr(mrd, f"b{4 * l + j}").data for j in range(4))[par_c7]
                 mb_c7.append(bit)
         mbits_c8 = Cat(*mb_c7)
         for s_ in range(C6 + 2, C8 + 1):
-            r = Signal(4 * L, name=f"mbits_c{s_}")
+            r = Signal(4 * NL, name=f"mbits_c{s_}")
             m.d.sync += r.eq(mbits_c8)
             mbits_c8 = r
 
@@ -453,97 +445,105 @@ class BAPipeline(wiring.Component):
         F = cfg.coord_frac_bits
         c8 = c[C8]
         wbits = CH * d
-        rsps = Array(r.payload.as_value() for r in self.rsp)
+        rsps_all = [r.payload.as_value() for r in self.rsp]
         pix_words = []
-        for l in range(L):
+        for l in range(NL):
             a = sas[l].out_addr
             t8 = Cat(a.t0, a.t1, a.t01)                 # c6 -> c8, beside the buffer read
             for s_ in range(C6 + 1, C8 + 1):
                 r = Signal(3 * F, name=f"t_c{s_}_{l}")
                 m.d.sync += r.eq(t8)
                 t8 = r
-            ln = c8.lane[l]
+            lo = c8.lane[l]
             m.d.comb += [ba.pt[l].t0.eq(t8[:F]), ba.pt[l].t1.eq(t8[F:2 * F]),
                          ba.pt[l].t01.eq(t8[2 * F:]),
-                         ba.pt[l].prob.eq(prob_at(l, C8)), ba.pt[l].keep.eq(ln.keep),
-                         ba.pt[l].first.eq(ln.first), ba.pt[l].last.eq(ln.last)]
-            rsp = rsps[ln.m]                            # the level's head's buffer
+                         ba.pt[l].prob.eq(prob_at(l, C8)), ba.pt[l].keep.eq(lo.keep),
+                         ba.pt[l].first.eq(lo.first), ba.pt[l].last.eq(lo.last)]
+            # the lane's head's buffer (one of its set's), the words of its level
+            rsp = Array(rsps_all[i * J + l // L] for i in range(MJ))[lo.i]
             for k in range(4):
-                r_ = 4 * l + k
-                pix_words.append(Mux(mbits_c8[r_], 0, rsp[r_ * wbits:(r_ + 1) * wbits]))
+                r_ = 4 * (l % L) + k
+                pix_words.append(Mux(mbits_c8[4 * l + k], 0, rsp[r_ * wbits:(r_ + 1) * wbits]))
         m.d.comb += [ba.valid.eq(c8.valid), ba.pix.eq(Cat(*pix_words)), self.op.eq(c8.valid),
                      ba.busy.eq(Cat(*[c[s].valid for s in range(1, len(c))]).any() |
                                 seq.op.valid)]
 
-        # ---- behind the array: each level's tile into its partial-sum memory ---------------
+        # ---- behind the array: each lane's tile into its partial-sum memory ----------------
         ba_tags = [Signal(ba_ctl, name=f"ba_tag{s}") for s in range(LAT + 1)]
         m.d.comb += ba_tags[0].eq(c8)
         for s in range(1, LAT + 1):
             m.d.sync += ba_tags[s].eq(ba_tags[s - 1])
         bt = ba_tags[LAT]
-        pv = [Signal(N * M * NS, name=f"u_pv{l}") for l in range(L)]   # partial written
+        W = N * MJ * NS                                   # valid bits per lane
+        pv = [Signal(W, name=f"u_pv{ln}") for ln in range(NL)]   # partial written
         parts_r = []
-        for l in range(L):
-            pm = add_memory(m, f"partial{l}", D * A, N * M)
+        for ln in range(NL):
+            pm = add_memory(m, f"partial{ln}", D * A, N * MJ)
             pw = pm.write_port(granularity=CH * A)
-            ln = bt.lane[l]
-            m.d.comb += [pw.addr.eq(bt.slot * M + ln.m),
-                         pw.data.eq(self.pe_ba_acc[l].as_value().replicate(NS)),
-                         pw.en.eq(Mux(self.pe_ba_valid[l], (C(1, NS) << ln.s)[:NS], 0))]
+            lo = bt.lane[ln]
+            m.d.comb += [pw.addr.eq(bt.slot * MJ + lo.i),
+                         pw.data.eq(self.pe_ba_acc[ln].as_value().replicate(NS)),
+                         pw.en.eq(Mux(self.pe_ba_valid[ln], (C(1, NS) << lo.s)[:NS], 0))]
             parts_r.append(pm.read_port())
         ready = Signal(rng(MQ + 1))                     # queries with every partial written
         with m.If(bt.valid & bt.endq):
             m.d.sync += ready.eq(ready + 1)
 
-        # ---- u_: the level sum, one head per cycle ------------------------------------------
-        u_m = Signal(rng(M))
+        # ---- u_: the level sum, one head of every lane set per cycle -------------------------
+        u_i = Signal(rng(MJ))
         u_slot = Signal(range(N))
         u_go = summed < ready
-        u1_valid, u1_q, u1_m = Signal(), Signal(rng(MQ)), Signal(rng(M))
-        u1_pv = [Signal(NS, name=f"u1_pv{l}") for l in range(L)]
-        pv_at = (u_slot * M + u_m) * NS
-        for l in range(L):
-            m.d.comb += [parts_r[l].addr.eq(u_slot * M + u_m), parts_r[l].en.eq(u_go)]
-            ln = bt.lane[l]
-            setb = Mux(self.pe_ba_valid[l], C(1, N * M * NS) << ((bt.slot * M + ln.m) * NS + ln.s),
-                       0)
-            clrb = Mux(u_go, C((1 << NS) - 1, N * M * NS) << pv_at, 0)
+        u1_valid, u1_q, u1_i = Signal(), Signal(rng(MQ)), Signal(rng(MJ))
+        u1_pv = [Signal(NS, name=f"u1_pv{ln}") for ln in range(NL)]
+        pv_at = (u_slot * MJ + u_i) * NS
+        for ln in range(NL):
+            m.d.comb += [parts_r[ln].addr.eq(u_slot * MJ + u_i), parts_r[ln].en.eq(u_go)]
+            lo = bt.lane[ln]
+            setb = Mux(self.pe_ba_valid[ln], C(1, W) << ((bt.slot * MJ + lo.i) * NS + lo.s), 0)
+            clrb = Mux(u_go, C((1 << NS) - 1, W) << pv_at, 0)
             # set and clear never meet: a slot is rewritten only after it was summed
-            m.d.sync += [pv[l].eq((pv[l] & ~clrb) | setb), u1_pv[l].eq(pv[l] >> pv_at)]
-        m.d.sync += [u1_valid.eq(u_go), u1_q.eq(summed), u1_m.eq(u_m)]
+            m.d.sync += [pv[ln].eq((pv[ln] & ~clrb) | setb), u1_pv[ln].eq(pv[ln] >> pv_at)]
+        m.d.sync += [u1_valid.eq(u_go), u1_q.eq(summed), u1_i.eq(u_i)]
         with m.If(u_go):
-            with m.If(u_m == M - 1):
-                m.d.sync += [u_m.eq(0), u_slot.eq(u_slot + 1), summed.eq(summed + 1)]
+            with m.If(u_i == MJ - 1):
+                m.d.sync += [u_i.eq(0), u_slot.eq(u_slot + 1), summed.eq(summed + 1)]
             with m.Else():
-                m.d.sync += u_m.eq(u_m + 1)
-        # u1: the levels that had points in (head, slice), added; u2: the sum
-        u2_valid, u2_q, u2_m = Signal(), Signal(rng(MQ)), Signal(rng(M))
-        u2_sum = Signal(data.ArrayLayout(signed(A), D))
-        for ch in range(D):
-            s_, c_ = divmod(ch, CH)
-            terms = [Mux(u1_pv[l][s_], parts_r[l].data[ch * A:(ch + 1) * A].as_signed(), 0)
-                     for l in range(L)]
-            m.d.sync += u2_sum[ch].eq(sum(terms))
-        m.d.sync += [u2_valid.eq(u1_valid), u2_q.eq(u1_q), u2_m.eq(u1_m)]
-        m.submodules.rq_ba = rq_ba = Requant(cfg, acc_bits=A, lanes=D)
+                m.d.sync += u_i.eq(u_i + 1)
+        # u1: per set, the levels that had points in (head, slice), added; u2: the sums
+        u2_valid, u2_q, u2_i = Signal(), Signal(rng(MQ)), Signal(rng(MJ))
+        u2_sum = Signal(data.ArrayLayout(signed(A), J * D))
+        for j in range(J):
+            for ch in range(D):
+                s_ = ch // CH
+                terms = [Mux(u1_pv[ln][s_],
+                             parts_r[ln].data[ch * A:(ch + 1) * A].as_signed(), 0)
+                         for ln in range(j * L, (j + 1) * L)]
+                m.d.sync += u2_sum[j * D + ch].eq(sum(terms))
+        m.d.sync += [u2_valid.eq(u1_valid), u2_q.eq(u1_q), u2_i.eq(u1_i)]
+        m.submodules.rq_ba = rq_ba = Requant(cfg, acc_bits=A, lanes=J * D)
         ba_big = self.shift_agg >= A
         m.d.comb += [rq_ba.in_valid.eq(u2_valid),
                      rq_ba.acc.eq(Mux(ba_big, 0, u2_sum.as_value())),
                      rq_ba.shift.eq(Mux(ba_big, 0, self.shift_agg))]
-        u_tags = [(u2_valid, u2_q, u2_m)]
+        u_tags = [(u2_valid, u2_q, u2_i)]
         for s in range(1, RQ + 1):
             t = (Signal(name=f"u_rq{s}_valid"), Signal(rng(MQ), name=f"u_rq{s}_q"),
-                 Signal(rng(M), name=f"u_rq{s}_m"))
-            m.d.sync += [t[i].eq(u_tags[-1][i]) for i in range(3)]
+                 Signal(rng(MJ), name=f"u_rq{s}_i"))
+            m.d.sync += [t[k].eq(u_tags[-1][k]) for k in range(3)]
             u_tags.append(t)
-        w_valid, w_q, w_m = u_tags[-1]
+        w_valid, w_q, w_i = u_tags[-1]
         sm = add_memory(m, "sampled", C_ * d, MQ)
         lend_read_port(m, sm, self.agg_rd)
         sm_w = sm.write_port(granularity=D * d)
-        m.d.comb += [sm_w.addr.eq(w_q), sm_w.data.eq(rq_ba.q.as_value().replicate(M)),
-                     sm_w.en.eq(Mux(rq_ba.out_valid, (C(1, M) << w_m)[:M], 0))]
+        # heads i * J + j (j < J) at once: granule h takes set h mod J's codes
+        qs = rq_ba.q.as_value()
+        m.d.comb += [sm_w.addr.eq(w_q),
+                     sm_w.data.eq(Cat(*[qs[(h % J) * D * d:(h % J + 1) * D * d]
+                                        for h in range(M)])),
+                     sm_w.en.eq(Mux(rq_ba.out_valid,
+                                    (C((1 << J) - 1, M) << (w_i * J))[:M], 0))]
         ba_done_q = Signal(rng(MQ + 1))
-        with m.If(rq_ba.out_valid & (w_m == M - 1)):
+        with m.If(rq_ba.out_valid & (w_i == MJ - 1)):
             m.d.sync += ba_done_q.eq(ba_done_q + 1)
         m.d.comb += self.agg_done.eq(ba_done_q == self.nq_pass)
         behind = Cat(*[ba_tags[s].valid for s in range(1, LAT + 1)], u_go, u1_valid,
@@ -560,6 +560,6 @@ class BAPipeline(wiring.Component):
         with m.If(self.start):
             m.d.sync += fin_sent.eq(0)
         with m.If(self.pass_start):
-            m.d.sync += [ba_done_q.eq(0), ready.eq(0), summed.eq(0), u_m.eq(0),
+            m.d.sync += [ba_done_q.eq(0), ready.eq(0), summed.eq(0), u_i.eq(0),
                          u_slot.eq(0)]
         return m

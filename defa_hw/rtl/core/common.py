@@ -15,7 +15,8 @@ from defa_hw.rtl.pe_array import PEArray
 from defa_hw.rtl.requant import Requant
 
 __all__ = ["DEFAULT_MAX_QUERIES", "CoreGeometry", "check_geometry", "MMKind", "mm_tag_layout", "pixel_layout",
-           "read_signature", "add_memory", "lend_read_port", "rng", "divmod_const",
+           "keep_word_layout", "read_signature", "add_memory", "lend_read_port", "rng",
+           "divmod_const",
            "lowest_one", "popcount"]
 
 #: Default queries per pass (sizes the per-query state memories).
@@ -37,6 +38,7 @@ class CoreGeometry:
     value / output tiles; B : points per offset tile; Bg, n_groups : lanes per offset-gather
     group and groups (copies of the offset weights); att_lanes, att_rq : softmax lanes and
     the queries that take turns over them (1, 1 when one softmax keeps up); n_slices : BA slices per head;
+    J : BA lane sets (``ba_heads``);
     wr_beats : value-buffer writes per value tile; pe_latency : PE array latency;
     mm_result_latency : issue (I1) -> requantised MM result; attn_cap, out_cap : MM
     tiles that may be in flight towards the logit / result FIFO (their depths).
@@ -57,6 +59,7 @@ class CoreGeometry:
         self.Bg = offset_group(cfg)                      # lanes per offset-gather group
         self.n_groups = self.B // self.Bg                # copies of the offset weights
         self.n_slices = self.D // cfg.ba_channels
+        self.J = cfg.ba_heads                            # BA lane sets (heads at once)
         # Softmax lanes: one softmax takes a logit per cycle, i.e. L*P cycles per head.
         # When ATTN's MM issues a query faster than n_att cycles, every head has a lane
         # of its own, and consecutive queries take turns over att_rq lane sets.
@@ -90,6 +93,9 @@ class CoreGeometry:
                 2 * self.mq * (self.C * d + self.L * 2 * cfg.ref_frac_bits),
             "keep masks": self.mq * self.M * self.L * self.P,
             "BA keep words (a word per query)": self.mq * self.M * self.L * self.P,
+            "probability / mask read copies (lane sets beyond the first)":
+                (self.J - 1) * (self.mq * self.n_att * cfg.prob_bits +
+                                sum(4 * cfg.bank_words(l) for l in range(self.L))),
             "BA partial sums (per level)":
                 BASequencer.SLOTS * self.M * self.L * self.D * cfg.agg_acc_bits,
             "probabilities": self.mq * self.n_att * cfg.prob_bits,
@@ -99,8 +105,9 @@ class CoreGeometry:
                 self.M * sum(4 * cfg.bank_words(l) for l in range(self.L)) * self.D * d,
             "fmap-mask bits (incoming)": sum(4 * cfg.bank_words(l) for l in range(self.L)),
             "rows loaded (one bit per row)": sum(h for h, _ in cfg.max_shapes),
-            "FWP counters": sum(4 * ((h + 1) // 2) * ((w + 1) // 2)
-                                for h, w in cfg.max_shapes) * cfg.fwp_counter_bits,
+            "FWP counters (a copy per lane set)": self.J * sum(
+                4 * ((h + 1) // 2) * ((w + 1) // 2)
+                for h, w in cfg.max_shapes) * cfg.fwp_counter_bits,
         }
         return mem
 
@@ -139,6 +146,12 @@ def mm_tag_layout(g):
         "x": range(max(w for _, w in cfg.max_shapes)),
         "pts": data.ArrayLayout(range(g.n_att), g.B), "cnt": range(g.B + 1),
     })
+
+
+def keep_word_layout(g):
+    """A keep word as the offset gather's reader gets it: ``head`` = query * n_heads +
+    head of the pass, ``word`` its L*P keep bits."""
+    return data.StructLayout({"valid": 1, "head": rng(g.mq * g.M), "word": g.L * g.P})
 
 
 def read_signature(width, depth):

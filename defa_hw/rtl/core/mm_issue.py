@@ -26,13 +26,13 @@ def ba_operand_signature(cfg):
     """A BA operation for the PE array (driven by the BA pipeline's c8 stage).
 
     ``busy``: a BA operation is in the BA pipeline (MM must not issue).  The levels'
-    tiles are delimited by ``pt[l].first`` / ``pt[l].last``."""
+    tiles are delimited by ``pt[l].first`` / ``pt[l].last``, per BA lane."""
     d = cfg.data_bits
     return wiring.Signature({
         "valid": Out(1), "busy": Out(1),
         "pix": Out(data.ArrayLayout(data.ArrayLayout(
-            data.ArrayLayout(signed(d), cfg.ba_channels), 4), cfg.n_levels)),
-        "pt": Out(data.ArrayLayout(ba_point_layout(cfg), cfg.n_levels)),
+            data.ArrayLayout(signed(d), cfg.ba_channels), 4), cfg.ba_lanes)),
+        "pt": Out(data.ArrayLayout(ba_point_layout(cfg), cfg.ba_lanes)),
     })
 
 

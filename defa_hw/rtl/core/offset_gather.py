@@ -14,7 +14,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
-from defa_hw.rtl.core.common import check_geometry, MMKind, add_memory, divmod_const, popcount, read_signature, rng
+from defa_hw.rtl.core.common import (check_geometry, MMKind, add_memory, divmod_const, keep_word_layout,
+                                     popcount, read_signature, rng)
 from defa_hw.rtl.core.controller import Phase
 from defa_hw.rtl.core.mm_issue import mm_result_signature, offset_op_layout
 
@@ -65,8 +66,11 @@ class OffsetGather(wiring.Component):
         OFFSET operations, in order (``first`` marks chunk 0 of a batch).
     tile : Out(B x 2 x pe_rows x data_bits), bias : Out(B x (x, y) biases)
         Operands of the operation accepted in the previous cycle.
-    offs_rd : Out(read port) x n_levels
-        Offsets (x, y codes) of level ``l`` at ``(query * n_heads + head) * n_points + p``.
+    offs_rd : Out(read port) x ba_lanes
+        Offsets (x, y codes) of lane ``j * n_levels + l``'s level ``l`` at ``(query *
+        n_heads + head) * n_points + p``.
+    keep_seen : Out(:func:`keep_word_layout`)
+        The keep word F's reader got this cycle (the BA sequencer keeps a copy).
     done : Out(1)
         F has walked the pass and every batch has been handed to the MM issuer.
     pending : Out(1)
@@ -110,7 +114,8 @@ class OffsetGather(wiring.Component):
             "op": Out(stream.Signature(offset_op_layout(g))),
             "tile": Out(g.B * 2 * g.R * d),
             "bias": Out(data.ArrayLayout(unsigned(2 * g.acc), g.B)),
-            "offs_rd": Out(read_signature(2 * d, g.mq * g.M * g.P)).array(g.L),
+            "offs_rd": Out(read_signature(2 * d, g.mq * g.M * g.P)).array(g.cfg.ba_lanes),
+            "keep_seen": Out(keep_word_layout(g)),
             "done": Out(1), "pending": Out(1), "idle": Out(1), "drained": Out(1),
         })
 
@@ -133,22 +138,31 @@ class OffsetGather(wiring.Component):
         # Offsets: one memory per (level, head), word = query, P points per word (written
         # per point), so the write-back stores a whole batch in one cycle.
         oms = {}
+        J = g.cfg.ba_heads
         for l in range(L):
-            rd = self.offs_rd[l]
+            for mm in range(M):
+                om = Memory(shape=unsigned(P * 2 * d), depth=max(2, MQ), init=[])
+                m.submodules[f"offs{l}_m{mm}"] = om
+                oms[l, mm] = om
+        for ln in range(L * J):
+            # lane set j reads only its heads (m mod ba_heads = j): one port per memory
+            l, j = ln % L, ln // L
+            rd = self.offs_rd[ln]
             r_q, r_mp = divmod_const(rd.addr, M * P)
             r_m, r_p = divmod_const(r_mp, P)
-            r_sel = Signal(rng(M * P), name=f"offs{l}_sel")
+            r_sel = Signal(rng(M * P), name=f"offs{ln}_sel")
             with m.If(rd.en):
                 m.d.sync += r_sel.eq(r_mp)
             words = []
             for mm in range(M):
-                om = Memory(shape=unsigned(P * 2 * d), depth=max(2, MQ), init=[])
-                m.submodules[f"offs{l}_m{mm}"] = om
-                rp = om.read_port()
+                if mm % J != j:
+                    words += [C(0, 2 * d)] * P
+                    continue
+                rp = oms[l, mm].read_port()
                 m.d.comb += [rp.addr.eq(r_q), rp.en.eq(rd.en)]
                 words += [rp.data[p * 2 * d:(p + 1) * 2 * d] for p in range(P)]
-                oms[l, mm] = om.write_port(granularity=2 * d)
             m.d.comb += rd.data.eq(Array(words)[r_sel])
+        oms = {k: om.write_port(granularity=2 * d) for k, om in oms.items()}
 
         # ---- keep reader: the keep words of the pass, in order, through a FIFO ------------
         kr_head = Signal(rng(MQ * M + 1))            # next keep word to read
@@ -161,7 +175,9 @@ class OffsetGather(wiring.Component):
                                 (kfifo.level + kr_inflight < self.KEEP_FIFO_DEPTH))
         m.d.sync += kr_inflight.eq(kr_issue)
         with m.If(kr_issue):
-            m.d.sync += kr_head.eq(kr_head + 1)
+            m.d.sync += [kr_head.eq(kr_head + 1), self.keep_seen.head.eq(kr_head)]
+        m.d.comb += [self.keep_seen.valid.eq(kr_inflight),
+                     self.keep_seen.word.eq(self.keep_rd.data)]
         m.d.comb += [self.keep_rd.addr.eq(kr_head), self.keep_rd.en.eq(kr_issue),
                      kfifo.w_data.eq(self.keep_rd.data), kfifo.w_en.eq(kr_inflight)]
 

@@ -185,7 +185,7 @@ class DefaCore(wiring.Component):
             ctl.window_miss.eq(win.miss), ctl.window_loaded.eq(win.loaded),
             ctl.ba_idle.eq(ba.idle),
         ]
-        for unit in (mm, at, og, vi, ba, win):
+        for unit in (mm, og, vi, ba, win):
             m.d.comb += unit.phase.eq(phase)
         for unit in (mm, at, og, ba, win):
             m.d.comb += [unit.pass_start.eq(ctl.pass_start), unit.nq_pass.eq(ctl.nq_pass)]
@@ -214,15 +214,17 @@ class DefaCore(wiring.Component):
             for b in range(g.Bg):
                 for s_ in range(g.kc // g.Bg):
                     wiring.connect(m, ws.offset_rd[gi][b][s_], og.offset_rd[gi][b][s_])
-        for l in range(L):
-            wiring.connect(m, at.prob_rd[l], ba.prob_rd[l])
-            wiring.connect(m, og.offs_rd[l], ba.offs_rd[l])
+        for ln in range(cfg.ba_lanes):
+            wiring.connect(m, at.prob_rd[ln], ba.prob_rd[ln])
+            wiring.connect(m, og.offs_rd[ln], ba.offs_rd[ln])
+        for j in range(cfg.ba_heads):
+            wiring.connect(m, vi.mask_rd[j], ba.mask_rd[j])
+        m.d.comb += ba.keep_seen.eq(og.keep_seen)
         for a, b_ in ((ws.value_bias_rd, mm.value_bias_rd), (ws.attn_bias_rd, mm.attn_bias_rd),
                       (ws.out_bias_rd, mm.out_bias_rd),
                       (qb.query_rd, mm.query_rd), (qb.ref_rd, ba.ref_rd),
                       (qb.ref_rd_window, win.ref_rd),
-                      (at.keep_rd_f, og.keep_rd), (at.keep_rd_ba, ba.keep_rd),
-                      (vi.mask_rd, ba.mask_rd), (ba.agg_rd, mm.agg_rd)):
+                      (at.keep_rd_f, og.keep_rd), (ba.agg_rd, mm.agg_rd)):
             wiring.connect(m, a, b_)
 
         # ---- MM dataflow: issue -> PE array -> results to every MM consumer ------------------

@@ -53,8 +53,9 @@ class ValueIngest(wiring.Component):
         Unmasked pixels for the VALUE issuer.
     wr : Out(stream of the value buffers' write layout) x n_heads
         Value-buffer writes (no back-pressure: ``ready`` is ignored).
-    mask_rd : Out(:func:`mask_read_signature`)
-        Incoming-mask bits, bank and word by the value buffers' ``BankMap``.
+    mask_rd : Out(:func:`mask_read_signature`) x ba_heads
+        Incoming-mask bits, bank and word by the value buffers' ``BankMap`` (one set of
+        read ports per BA lane set).
     masked : Out(1)
         A masked beat of a row loaded for the first time is taken (``Reg.PIXELS_MASKED_IN``).
     beat : Out(1)
@@ -93,7 +94,7 @@ class ValueIngest(wiring.Component):
             "res": In(mm_result_signature(g)),
             "pix": Out(stream.Signature(pixel_layout(g))),
             "wr": Out(stream.Signature(geo.write_layout)).array(g.M),
-            "mask_rd": Out(mask_read_signature(cfg)),
+            "mask_rd": Out(mask_read_signature(cfg)).array(cfg.ba_heads),
             "masked": Out(1), "beat": Out(1), "row_refetched": Out(1),
             "in_done": Out(1), "in_drained": Out(1), "busy": Out(1), "wr_busy": Out(1),
             "idle": Out(1), "drained": Out(1),
@@ -108,7 +109,8 @@ class ValueIngest(wiring.Component):
         mask_banks = []
         for b in range(4 * L):
             mb = add_memory(m, f"fmask{b}", 1, cfg.bank_words(b // 4))
-            lend_read_port(m, mb, getattr(self.mask_rd, f"b{b}"))
+            for rd in self.mask_rd:                     # a read port per BA lane set
+                lend_read_port(m, mb, getattr(rd, f"b{b}"))
             mask_banks.append(mb.write_port())
 
         # ---- fmap stream -> mask bits + pixel FIFO -------------------------------------
