@@ -114,6 +114,17 @@ def test_tiny_core_bit_exact():
         run_block_verilator(cfg, qb0, build_dir=bd, max_cycles=300, progress=False)
 
 
+@pytest.mark.heavy(minutes=2)
+def test_tiny_two_heads_per_ba_operation():
+    """tiny with ``ba_heads`` 2: both heads sampled at once (8 lanes of 1 channel, two FWP
+    counter copies, the level sum writing both heads per cycle): bit-exact, every counter
+    as golden, and the model exact."""
+    cfg = preset("tiny").replace(name="tiny-h2", ba_heads=2)
+    assert (cfg.ba_lanes, cfg.ba_channels) == (8, 1)
+    qb0 = _block(cfg, 6, 70, shapes=TALL)
+    assert _regress(cfg, BUILD_ROOT / "tiny-h2-mq64", qb0, tol=0.0) == 0.0
+
+
 @pytest.mark.heavy(minutes=3)
 def test_tiny_wide_array_core():
     """tiny's shape with d_model 64 on a 16x64 array (1,024 PEs): Kc = 4 < B = 32, so 16
@@ -263,7 +274,7 @@ def test_defa_core_two_passes_tall_map():
 @pytest.mark.slow
 def test_defa_xl_core():
     """defa-xl (64x64 array, 4,096 PEs: Kc = 4 < B = 32, 16 offset-gather lane groups,
-    BA one head per operation): the defa regression (:data:`RUNS`), bit-exact and within
+    BA on all 8 heads at once: 32 lanes): the defa regression (:data:`RUNS`), bit-exact and within
     1% of the performance model (TAIL: one cycle shorter than the model with softmax
     lanes, unexplained; docs/performance.md).  ``make test-xl``: its build alone (two 4,096-PE Verilog
     elaborations and the Verilator compile) takes longer than the default regression."""

@@ -253,7 +253,7 @@ class BAPipeline(wiring.Component):
         The sequencer has issued the pass's last operation.
     op : Out(1)
         A BA operation enters the array (counts ``Reg.BA_OPS``).
-    clamped : Out(range(n_levels + 1))
+    clamped : Out(range(ba_lanes + 1))
         Kept points clamped to the map in this cycle's FWP bundle (``Reg.POINTS_CLAMPED``).
     idle, drained : Out(1)
         No operation in c0 ... c8 / that, nothing behind the array or in the level sum,
@@ -311,7 +311,7 @@ class BAPipeline(wiring.Component):
             "ba": Out(ba_operand_signature(cfg)),
             "agg_rd": Out(read_signature(g.C * d, g.mq)),
             "agg_done": Out(1), "done": Out(1), "op": Out(1), "take": Out(1),
-            "clamped": Out(range(g.L + 1)),
+            "clamped": Out(range(g.cfg.ba_lanes + 1)),
             "idle": Out(1), "drained": Out(1),
         })
 
