@@ -128,7 +128,10 @@ class BASequencer(wiring.Component):
         b_fresh = Signal()                              # next op is the query's first
         b_done = self.done
         b_kw = Signal(M * LP)
-        kw = Mux(b_fresh, qk_r.data, b_kw)
+        # Named intermediates: an Array index inside a wider expression would repeat
+        # the whole array at every use (a large netlist and slow elaboration).
+        kw = Signal(M * LP)
+        m.d.comb += kw.eq(Mux(b_fresh, qk_r.data, b_kw))
         q_first = b_fresh
         q_gate = (~q_first | (self.win_ok & (self.win_q == b_q) & self.start_ok &
                               (self.summed + N > b_q)))
@@ -139,21 +142,35 @@ class BASequencer(wiring.Component):
             l, j = ln % L, ln // L
             heads = [i * J + j for i in range(MJ)]      # the lane set's heads
             bits = Array(kw[h * LP + l * P:h * LP + (l + 1) * P] for h in heads)
-            has = Cat(*[kw[h * LP + l * P:h * LP + (l + 1) * P].any() for h in heads])
+            has = Signal(MJ, name=f"b_has{ln}")
+            m.d.comb += has.eq(Cat(*[kw[h * LP + l * P:h * LP + (l + 1) * P].any()
+                                     for h in heads]))
             r_hr = Signal(MJ, name=f"b_heads{ln}")      # heads still to do (current one too)
             r_i = Signal(rng(MJ), name=f"b_i{ln}")
             r_s = Signal(rng(NS), name=f"b_s{ln}")
             r_rem = Signal(P, name=f"b_rem{ln}")        # points still to do in (head, s)
             r_st = Signal(name=f"b_start{ln}")          # next op starts a (head, s) tile
-            hr = Mux(b_fresh, has, r_hr)
-            i_cur = Mux(b_fresh, lowest_one(has, MJ), r_i)
-            s_cur = Mux(b_fresh, 0, r_s)
-            rem = Mux(b_fresh, bits[lowest_one(has, MJ)], r_rem)
+            hr = Signal(MJ, name=f"b_hr{ln}")
+            i_first = Signal(rng(MJ), name=f"b_ifirst{ln}")
+            i_cur = Signal(rng(MJ), name=f"b_icur{ln}")
+            s_cur = Signal(rng(NS), name=f"b_scur{ln}")
+            rem = Signal(P, name=f"b_remcur{ln}")
+            rem_n = Signal(P, name=f"b_remnext{ln}")
+            hr_n = Signal(MJ, name=f"b_hrnext{ln}")
+            i_n = Signal(rng(MJ), name=f"b_inext{ln}")
+            bits_cur = Signal(P, name=f"b_bitscur{ln}")
+            bits_n = Signal(P, name=f"b_bitsnext{ln}")
+            m.d.comb += [
+                i_first.eq(lowest_one(has, MJ)),
+                hr.eq(Mux(b_fresh, has, r_hr)), i_cur.eq(Mux(b_fresh, i_first, r_i)),
+                s_cur.eq(Mux(b_fresh, 0, r_s)),
+                rem.eq(Mux(b_fresh, bits[i_first], r_rem)),
+                rem_n.eq(rem & (rem - 1)),
+                hr_n.eq(hr & ~(C(1, MJ) << i_cur)[:MJ]), i_n.eq(lowest_one(hr_n, MJ)),
+                bits_cur.eq(bits[i_cur]), bits_n.eq(bits[i_n]),
+            ]
             st = b_fresh | r_st
             act = hr.any()
-            rem_n = rem & (rem - 1)
-            hr_n = hr & ~(C(1, MJ) << i_cur)[:MJ]
-            i_n = lowest_one(hr_n, MJ)
             tile_end = rem_n == 0
             lane_end.append(~act | (tile_end & (s_cur == NS - 1) & ~hr_n.any()))
             with m.If(b_issue):
@@ -162,9 +179,9 @@ class BASequencer(wiring.Component):
                                  r_st.eq(0)]
                 with m.Elif(s_cur != NS - 1):
                     m.d.sync += [r_hr.eq(hr), r_i.eq(i_cur), r_s.eq(s_cur + 1),
-                                 r_rem.eq(bits[i_cur]), r_st.eq(1)]
+                                 r_rem.eq(bits_cur), r_st.eq(1)]
                 with m.Else():
-                    m.d.sync += [r_hr.eq(hr_n), r_i.eq(i_n), r_s.eq(0), r_rem.eq(bits[i_n]),
+                    m.d.sync += [r_hr.eq(hr_n), r_i.eq(i_n), r_s.eq(0), r_rem.eq(bits_n),
                                  r_st.eq(1)]
             lo = op.lane[ln]
             m.d.comb += [lo.keep.eq(act), lo.first.eq(act & st), lo.last.eq(act & tile_end),
@@ -460,7 +477,8 @@ class BAPipeline(wiring.Component):
                          ba.pt[l].prob.eq(prob_at(l, C8)), ba.pt[l].keep.eq(lo.keep),
                          ba.pt[l].first.eq(lo.first), ba.pt[l].last.eq(lo.last)]
             # the lane's head's buffer (one of its set's), the words of its level
-            rsp = Array(rsps_all[i * J + l // L] for i in range(MJ))[lo.i]
+            rsp = Signal(len(rsps_all[0]), name=f"ba_rsp{l}_c8")
+            m.d.comb += rsp.eq(Array(rsps_all[i * J + l // L] for i in range(MJ))[lo.i])
             for k in range(4):
                 r_ = 4 * (l % L) + k
                 pix_words.append(Mux(mbits_c8[4 * l + k], 0, rsp[r_ * wbits:(r_ + 1) * wbits]))
